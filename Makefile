@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Both go through `make install`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+HOST ?= 0.0.0.0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install serve test lint bench clean
+
+install: $(VENV)/.installed
+
+# torch is pinned to the CPU build first: an unpinned resolve would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+serve: install
+	$(BIN)/embedsearch serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

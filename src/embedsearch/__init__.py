@@ -1,0 +1,3 @@
+"""embedsearch: semantic search on PostgreSQL + pgvector."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,42 @@
+"""The FastAPI application factory. Resources are built in the lifespan, from the settings given."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from embedsearch import __version__
+from embedsearch.api.errors import install_error_handlers
+from embedsearch.api.routes import chunks, health, openai_compat, search
+from embedsearch.config import Settings
+from embedsearch.embedders import Embedder
+from embedsearch.runtime import open_service
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+    """Build the app. `embedder` lets tests and embedding hosts share one loaded model."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_service(settings, embedder=embedder) as service:
+            app.state.service = service
+            log.info("embedsearch ready: model %s, %d dims", service.model, service.dimensions)
+            yield
+            app.state.service = None
+
+    app = FastAPI(
+        title="embedsearch",
+        version=__version__,
+        description="Semantic search on PostgreSQL + pgvector.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (chunks, search, health, openai_compat):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,20 @@
+"""Dependencies for route handlers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from embedsearch.errors import NotReady
+from embedsearch.service import SearchService
+
+
+def get_service(request: Request) -> SearchService:
+    service: SearchService | None = getattr(request.app.state, "service", None)
+    if service is None:
+        raise NotReady("the service is starting")
+    return service
+
+
+ServiceDep = Annotated[SearchService, Depends(get_service)]

@@ -1,0 +1,25 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from embedsearch.api.deps import ServiceDep
+from embedsearch.api.schemas import ErrorResponse, HealthResponse, ReadyResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthResponse)
+async def healthz() -> HealthResponse:
+    """The process is up and serving HTTP."""
+    return HealthResponse(status="ok")
+
+
+@router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ErrorResponse}})
+async def readyz(service: ServiceDep) -> ReadyResponse:
+    """The database answers and the model is loaded."""
+    version = await service.store.pgvector_version()
+    return ReadyResponse(
+        status="ready", model=service.model, dimensions=service.dimensions, pgvector=version
+    )

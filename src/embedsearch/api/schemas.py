@@ -1,0 +1,101 @@
+"""Request and response bodies. Field names follow the brief's contract (camelCase)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from embedsearch.distance import Distance
+from embedsearch.validation import MAX_CHUNK_ID_CHARS, MAX_LIMIT
+
+
+class EmbedRequest(BaseModel):
+    chunkId: str = Field(min_length=1, max_length=MAX_CHUNK_ID_CHARS, examples=["chunk-123"])
+    text: str = Field(min_length=1, examples=["Machine learning basics"])
+    metadata: dict[str, Any] | None = Field(default=None, description="Any JSON object.")
+
+
+class EmbedResponse(BaseModel):
+    chunkId: str
+    dimensions: int
+    model: str
+    created: bool = Field(description="True if the chunk was new, False if it was replaced.")
+    truncated: bool = Field(description="True if the text was cut to the model's window.")
+    tokens: int | None = Field(description="Tokens in the text before truncation, if known.")
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, examples=["explain neural networks"])
+    limit: int = Field(default=5, ge=1, le=MAX_LIMIT)
+    distance: Distance = Distance.COSINE
+
+
+class SearchResult(BaseModel):
+    chunkId: str
+    score: float = Field(
+        description="pgvector distance for the requested metric; smaller is closer."
+    )
+    text: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    model: str
+    distance: Distance
+    queryTruncated: bool
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# For the OpenAPI docs of endpoints that take input.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 413, 422, 502, 503)
+}
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"]
+    model: str
+    dimensions: int
+    pgvector: str
+
+
+# The OpenAI embeddings protocol (https://platform.openai.com/docs/api-reference/embeddings).
+class OpenAIEmbeddingsRequest(BaseModel):
+    model: str
+    input: str | list[str] = Field(description="A string or a list of strings.")
+    dimensions: int | None = Field(default=None, ge=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage

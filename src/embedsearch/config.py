@@ -1,0 +1,66 @@
+"""One typed settings object, read from EMBEDSEARCH_* environment variables (or passed in)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDER = "local:all-MiniLM-L6-v2"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("embedsearch"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBEDSEARCH_", extra="ignore")
+
+    # Unset: an embedded PostgreSQL 18 + pgvector under data_dir. Set: any PostgreSQL with pgvector.
+    database_url: SecretStr | None = None
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # "local:<model name or directory>", "openai:<model>" (OpenAI or any compatible server).
+    embedder: str = DEFAULT_EMBEDDER
+    # Output size for OpenAI models that accept `dimensions`; also the expected size otherwise.
+    dimensions: int | None = Field(default=None, ge=1, le=16000)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    # Local model execution.
+    threads: int | None = Field(default=None, ge=1, le=256)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    # How long the model worker waits to gather concurrent requests into one call.
+    batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+
+    # OpenAI provider.
+    openai_base_url: str | None = None
+    openai_timeout_s: float = Field(default=30.0, gt=0)
+    openai_max_retries: int = Field(default=4, ge=0, le=20)
+
+    # Request limits.
+    max_text_chars: int = Field(default=100_000, ge=1)
+
+    # Database.
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    db_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder_has_provider(cls, value: str) -> str:
+        provider, sep, model = value.partition(":")
+        if not sep or provider not in ("local", "openai") or not model.strip():
+            raise ValueError(
+                "embedder must look like 'local:all-MiniLM-L6-v2' or 'openai:text-embedding-3-small'"
+            )
+        return value
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"

