@@ -1,0 +1,90 @@
+"""The command line, run as a user runs it: a subprocess with environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers import rows
+
+CLI = [sys.executable, "-m", "embedsearch.cli"]
+
+
+def run(
+    args: list[str], database_url: str, tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
+    environment |= {
+        "EMBEDSEARCH_DATABASE_URL": database_url,
+        "EMBEDSEARCH_DATA_DIR": str(tmp_path),
+    } | env
+    return subprocess.run(CLI + args, capture_output=True, text=True, env=environment, timeout=300)
+
+
+def test_embed_then_search(database_url: str, tmp_path: Path) -> None:
+    stored = run(["embed", "chunk-1", "Neural networks learn from data"], database_url, tmp_path)
+    assert stored.returncode == 0, stored.stderr
+    assert "stored chunk-1: 384 dims, all-MiniLM-L6-v2" in stored.stdout
+    run(["embed", "chunk-2", "A recipe for sourdough bread"], database_url, tmp_path)
+    found = run(
+        ["search", "deep learning", "--limit", "2", "--json", "--distance", "l2"],
+        database_url,
+        tmp_path,
+    )
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)["results"]
+    assert [r["chunkId"] for r in results] == ["chunk-1", "chunk-2"]
+    assert results[0]["score"] < results[1]["score"]
+    table = run(["search", "bread"], database_url, tmp_path)
+    assert table.stdout.splitlines()[0].split()[2] == "chunk-2"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["embed", "x" * 256, "text"], "chunkId is 256 characters"),
+        (["embed", "id", "   "], "text must not be empty"),
+        (["search", ""], "query must not be empty"),
+    ],
+)
+def test_bad_input_is_a_message_and_exit_code_2(
+    database_url: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run(args, database_url, tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert rows(database_url, "SELECT count(*) FROM chunk_embeddings") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["search", "q", "--limit", "0"], {}, "limit"),
+        (["search", "q", "--distance", "dot"], {}, "distance"),
+        (["search", "q"], {"EMBEDSEARCH_EMBEDDER": "nope"}, "invalid configuration"),
+        (["search", "q"], {"EMBEDSEARCH_DIMENSIONS": "100"}, "384-dimensional"),
+    ],
+)
+def test_bad_options_and_configuration(
+    database_url: str, tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = run(args, database_url, tmp_path, **env)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_a_message_and_exit_code_1(tmp_path: Path) -> None:
+    result = run(
+        ["search", "q"],
+        "postgresql://nobody:pw-xyz@127.0.0.1:9/none",
+        tmp_path,
+        EMBEDSEARCH_DB_TIMEOUT_S="1",
+    )
+    assert result.returncode == 1
+    assert "database unavailable" in result.stderr and "Traceback" not in result.stderr
+    assert "pw-xyz" not in result.stderr
