@@ -61,4 +61,9 @@ async def open_service(
         )
         stack.push_async_callback(store.close)
         await store.open(model=active.name, dimensions=active.dimensions)
-        yield SearchService(worker, store, max_text_chars=settings.max_text_chars)
+        yield SearchService(
+            worker,
+            store,
+            max_text_chars=settings.max_text_chars,
+            max_batch_items=settings.max_batch_items,
+        )

@@ -25,6 +25,27 @@ class EmbedResponse(BaseModel):
     tokens: int | None = Field(description="Tokens in the text before truncation, if known.")
 
 
+class BatchItem(BaseModel):
+    chunkId: str = Field(min_length=1, max_length=MAX_CHUNK_ID_CHARS)
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+
+
+class EmbedBatchRequest(BaseModel):
+    items: list[BatchItem] = Field(
+        min_length=1, description="Chunks to embed and store, all or none."
+    )
+
+
+class EmbedBatchResponse(BaseModel):
+    count: int
+    dimensions: int
+    model: str
+    chunkIds: list[str]
+    created: int = Field(description="How many chunks were new (the rest replaced existing ones).")
+    truncated: list[str] = Field(description="chunkIds whose text was cut to the model's window.")
+
+
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, examples=["explain neural networks"])
     limit: int = Field(default=5, ge=1, le=MAX_LIMIT)

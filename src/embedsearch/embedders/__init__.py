@@ -24,7 +24,13 @@ def build_embedder(settings: Settings) -> Embedder:
         )
     from embedsearch.embedders.local import LocalEmbedder
 
-    local = LocalEmbedder(model, threads=settings.threads, batch_size=settings.batch_size)
+    local = LocalEmbedder(
+        model,
+        backend=settings.backend,
+        cache_dir=settings.cache_dir,
+        threads=settings.threads,
+        batch_size=settings.batch_size,
+    )
     if settings.dimensions not in (None, local.dimensions):
         raise InvalidInput(
             f"EMBEDSEARCH_DIMENSIONS={settings.dimensions} but {local.name} makes "

@@ -45,27 +45,51 @@ def _force_offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-class LocalEmbedder:
-    """A Sentence Transformers model on the CPU (torch backend)."""
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
-    def __init__(self, model: str, *, threads: int | None = None, batch_size: int = 64) -> None:
+
+class LocalEmbedder:
+    """A Sentence Transformers model on the CPU: torch, ONNX Runtime, or ONNX with int8 weights.
+
+    ONNX exports are made once and cached under `cache_dir` (see onnx_cache)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        backend: str = "torch",
+        cache_dir: Path | None = None,
+        threads: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}", field="backend")
         _force_offline()
         self._name, model_dir = resolve_model_dir(model)
-        import torch
-        from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # we report truncation
-        torch.set_num_threads(threads or os.cpu_count() or 1)
-        self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        threads = threads or os.cpu_count() or 1
+        self._model, self._backend = _load(model_dir, self._name, backend, cache_dir, threads)
         self._batch_size = batch_size
         self._max_tokens = int(self._model.max_seq_length)
         self._dimensions = int(self._model.get_embedding_dimension())
-        log.info("loaded local model %s (%d dims) from %s", self._name, self._dimensions, model_dir)
+        log.info(
+            "loaded local model %s (%d dims, %s backend, %d threads)",
+            self._name,
+            self._dimensions,
+            self._backend,
+            threads,
+        )
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def backend(self) -> str:
+        """The backend actually running (onnx-int8 falls back to onnx where no int8 kernel fits)."""
+        return self._backend
 
     @property
     def dimensions(self) -> int:
@@ -99,3 +123,37 @@ class LocalEmbedder:
 
     def close(self) -> None:
         pass
+
+
+def _load(
+    model_dir: Path, name: str, backend: str, cache_dir: Path | None, threads: int
+) -> tuple[Any, str]:
+    """Load the model on the requested backend; returns (model, backend actually used)."""
+    if backend == "torch":
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        return SentenceTransformer(str(model_dir), device="cpu", local_files_only=True), "torch"
+
+    import onnxruntime
+    import sentence_transformers
+
+    from embedsearch.embedders import onnx_cache
+
+    quantize_for = onnx_cache.quantization_target() if backend == "onnx-int8" else None
+    if backend == "onnx-int8" and quantize_for is None:
+        log.warning("no int8 kernels for this CPU (needs AVX2, AVX-512 or ARM64); using fp32 ONNX")
+        backend = "onnx"
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if cache_dir is None:
+        raise InvalidInput("the ONNX backends need a cache directory", field="data_dir")
+    model = onnx_cache.load_cached(
+        model_dir,
+        cache_dir / "onnx" / f"{name}-st{sentence_transformers.__version__}",
+        quantize_for=quantize_for,
+        model_kwargs={"session_options": options, "provider": "CPUExecutionProvider"},
+    )
+    return model, backend

@@ -1,11 +1,18 @@
-"""POST /embed: the brief's embed-and-store endpoint."""
+"""POST /embed (the brief's embed-and-store endpoint) and POST /embed/batch."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from embedsearch.api.deps import ServiceDep
-from embedsearch.api.schemas import ERROR_RESPONSES, EmbedRequest, EmbedResponse
+from embedsearch.api.schemas import (
+    ERROR_RESPONSES,
+    EmbedBatchRequest,
+    EmbedBatchResponse,
+    EmbedRequest,
+    EmbedResponse,
+)
+from embedsearch.service import ChunkInput
 
 router = APIRouter(tags=["chunks"])
 
@@ -21,4 +28,19 @@ async def embed(body: EmbedRequest, service: ServiceDep) -> EmbedResponse:
         created=outcome.created,
         truncated=outcome.truncated,
         tokens=outcome.tokens,
+    )
+
+
+@router.post("/embed/batch", response_model=EmbedBatchResponse, responses=ERROR_RESPONSES)
+async def embed_batch(body: EmbedBatchRequest, service: ServiceDep) -> EmbedBatchResponse:
+    """Embed and store many chunks in one transaction: all are stored, or none."""
+    items = [ChunkInput(item.chunkId, item.text, item.metadata) for item in body.items]
+    outcome = await service.embed_batch(items)
+    return EmbedBatchResponse(
+        count=len(outcome.chunk_ids),
+        dimensions=outcome.dimensions,
+        model=outcome.model,
+        chunkIds=outcome.chunk_ids,
+        created=outcome.created,
+        truncated=outcome.truncated,
     )

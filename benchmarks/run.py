@@ -1,0 +1,230 @@
+"""Speed of the local model and of ingestion, each against a baseline measured in the same run.
+
+    make bench            (or: python benchmarks/run.py [--long N] [--runs R] [--quality])
+
+Prints medians: model texts/s per backend (short and long texts), single-query latency,
+end-to-end ingest over HTTP (/embed/batch) against the brief's code path (torch, one INSERT
+and one commit per chunk) and against the same server on torch, and 32 concurrent /embed calls
+against the same calls one by one. --quality adds nDCG@10 per backend (benchmarks/quality.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import beir
+from harness import Server, median_of, report
+
+from embedsearch.config import Settings
+from embedsearch.embedders.local import BACKENDS, LocalEmbedder
+
+DEFAULT_BACKEND = Settings.model_fields["backend"].default
+
+
+def model_speed(
+    long_texts: list[str], short_texts: list[str], cache: Path, runs: int
+) -> dict[str, dict[str, float]]:
+    figures: dict[str, dict[str, float]] = {}
+    for backend in BACKENDS:
+        embedder = LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=cache)
+        long_s = median_of(runs, lambda e=embedder: e.embed(long_texts))
+        short_s = median_of(runs, lambda e=embedder: e.embed(short_texts))
+        latencies = []
+        for query in short_texts[:200]:
+            start = time.perf_counter()
+            embedder.embed([query])
+            latencies.append(time.perf_counter() - start)
+        figures[backend] = {
+            "long_texts_per_s": len(long_texts) / long_s,
+            "short_texts_per_s": len(short_texts) / short_s,
+            "query_ms": statistics.median(latencies) * 1000,
+        }
+        del embedder
+    return figures
+
+
+def brief_ingest(url: str, ids: list[str], texts: list[str]) -> float:
+    """The brief's code path: torch, one INSERT and one commit per chunk. Returns chunks/s."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "brief_baseline.py"), url],
+        input=json.dumps([ids, texts]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def http_batch_ingest(server: Server, ids: list[str], texts: list[str], batch: int) -> float:
+    with httpx.Client(base_url=server.url, timeout=600) as http:
+        start = time.perf_counter()
+        for i in range(0, len(ids), batch):
+            items = [
+                {"chunkId": c, "text": t}
+                for c, t in zip(ids[i : i + batch], texts[i : i + batch], strict=True)
+            ]
+            http.post("/embed/batch", json={"items": items}).raise_for_status()
+        return len(ids) / (time.perf_counter() - start)
+
+
+def concurrent_vs_sequential(server: Server, texts: list[str], runs: int) -> tuple[float, float]:
+    """Throughput (calls/s) of len(texts) single /embed calls: one by one, then all at once."""
+
+    async def sequential() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+            for i, text in enumerate(texts):
+                (
+                    await http.post("/embed", json={"chunkId": f"s{i}", "text": text})
+                ).raise_for_status()
+
+    async def concurrent() -> None:
+        limits = httpx.Limits(max_connections=len(texts))
+        async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as http:
+            responses = await asyncio.gather(
+                *(
+                    http.post("/embed", json={"chunkId": f"s{i}", "text": t})
+                    for i, t in enumerate(texts)
+                )
+            )
+            for response in responses:
+                response.raise_for_status()
+
+    seq = median_of(runs, lambda: asyncio.run(sequential()))
+    conc = median_of(runs, lambda: asyncio.run(concurrent()))
+    return len(texts) / seq, len(texts) / conc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", type=Path, default=beir.DEFAULT_DATASET)
+    parser.add_argument("--long", type=int, default=256, help="long texts per model run")
+    parser.add_argument("--ingest", type=int, default=512, help="chunks per ingest run")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per figure (median)")
+    parser.add_argument("--quality", action="store_true", help="also run benchmarks/quality.py")
+    args = parser.parse_args()
+
+    data = beir.load(args.dataset)
+    long_texts = data.doc_texts[: args.long]
+    short_texts = data.query_texts
+    words = np.mean([len(t.split()) for t in long_texts])
+    work = Path(tempfile.mkdtemp(prefix="embedsearch-bench-"))
+    try:
+        print(
+            f"model: all-MiniLM-L6-v2; long texts: {len(long_texts)} (~{words:.0f} words), short: {len(short_texts)}"
+        )
+        speed = model_speed(long_texts, short_texts, work / "cache", args.runs)
+        base = speed["torch"]
+        rows = []
+        for backend, f in speed.items():
+            rows.append(
+                (
+                    f"{backend} long texts/s",
+                    f"{f['long_texts_per_s']:.1f}",
+                    f"{f['long_texts_per_s'] / base['long_texts_per_s']:.2f}x torch",
+                )
+            )
+            rows.append(
+                (
+                    f"{backend} short texts/s",
+                    f"{f['short_texts_per_s']:.1f}",
+                    f"{f['short_texts_per_s'] / base['short_texts_per_s']:.2f}x torch",
+                )
+            )
+            rows.append(
+                (
+                    f"{backend} one query (median)",
+                    f"{f['query_ms']:.2f} ms",
+                    f"{base['query_ms'] / f['query_ms']:.2f}x faster than torch",
+                )
+            )
+        print("\nModel alone (medians):")
+        report(rows)
+
+        ids = [f"doc-{i}" for i in range(args.ingest)]
+        texts = [data.doc_texts[i % len(data.doc_texts)] for i in range(args.ingest)]
+        default = Server(work / "default", EMBEDSEARCH_DATA_DIR=str(work / "default" / "data"))
+        try:
+            brief = brief_ingest(default_db_url(work / "default" / "data"), ids, texts)
+            batch_default = statistics.median(
+                http_batch_ingest(default, ids, texts, 64) for _ in range(args.runs)
+            )
+            sample = data.doc_texts[1000:1032]
+            seq, conc = concurrent_vs_sequential(default, sample, args.runs)
+        finally:
+            default.close()
+        torch_server = Server(
+            work / "torch",
+            EMBEDSEARCH_BACKEND="torch",
+            EMBEDSEARCH_DATA_DIR=str(work / "torch" / "data"),
+        )
+        try:
+            batch_torch = statistics.median(
+                http_batch_ingest(torch_server, ids, texts, 64) for _ in range(args.runs)
+            )
+        finally:
+            torch_server.close()
+        print(
+            f"\nEnd to end over HTTP, {args.ingest} long chunks (default backend: {DEFAULT_BACKEND}):"
+        )
+        report(
+            [
+                (
+                    "brief's path (torch, INSERT+commit per row)",
+                    f"{brief:.1f} chunks/s",
+                    "baseline",
+                ),
+                (
+                    "/embed/batch on torch",
+                    f"{batch_torch:.1f} chunks/s",
+                    f"{batch_torch / brief:.2f}x brief",
+                ),
+                (
+                    f"/embed/batch on {DEFAULT_BACKEND}",
+                    f"{batch_default:.1f} chunks/s",
+                    f"{batch_default / brief:.2f}x brief, {batch_default / batch_torch:.2f}x torch server",
+                ),
+            ]
+        )
+        print(f"\n{len(sample)} single /embed calls, long chunks (default backend):")
+        report(
+            [
+                ("one by one", f"{seq:.1f} calls/s", "baseline"),
+                ("all at once", f"{conc:.1f} calls/s", f"{conc / seq:.2f}x"),
+            ]
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.quality:
+        subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).parent / "quality.py"),
+                "--dataset",
+                str(args.dataset),
+            ],
+            check=True,
+        )
+
+
+def default_db_url(data_dir: Path) -> str:
+    """The URL of the embedded server a running `embedsearch serve` started for data_dir."""
+    from embedsearch.store.embedded import EmbeddedPostgres
+
+    return EmbeddedPostgres(data_dir / "pgdata").url
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Local backends: torch, ONNX and ONNX int8 give the same vectors (within quantization error);
+ONNX exports are cached under the data dir, reused, and rebuilt when corrupt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedsearch.embedders import onnx_cache
+from embedsearch.embedders.local import LocalEmbedder
+from embedsearch.errors import InvalidInput
+
+TEXTS = [
+    "explain neural networks",
+    "The mitochondria is the powerhouse of the cell, producing ATP through respiration.",
+    "Simmer the tomatoes with garlic and olive oil for twenty minutes.",
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize(("backend", "min_cosine"), [("onnx", 0.9999), ("onnx-int8", 0.97)])
+def test_onnx_backends_match_torch(
+    local_embedder: LocalEmbedder, onnx_cache_dir: Path, backend: str, min_cosine: float
+) -> None:
+    embedder = LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=onnx_cache_dir)
+    assert embedder.dimensions == 384
+    got = embedder.embed(TEXTS)
+    expected = local_embedder.embed(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(got.vectors, axis=1), 1.0, atol=1e-5)
+    cosines = (got.vectors * expected.vectors).sum(axis=1)
+    assert cosines.min() >= min_cosine, cosines
+    assert got.token_counts == expected.token_counts
+    long = embedder.embed([" ".join(["cell"] * 400)])
+    assert long.truncated == [True]
+
+
+def test_export_is_cached_and_reused(onnx_cache_dir: Path) -> None:
+    LocalEmbedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=onnx_cache_dir)
+    (model_file,) = onnx_cache_dir.glob("onnx/*/onnx/model.onnx")
+    before = model_file.stat().st_mtime_ns
+    LocalEmbedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=onnx_cache_dir)
+    assert model_file.stat().st_mtime_ns == before
+    assert not list(Path(onnx_cache_dir).rglob("*.onnx.tmp"))
+
+
+def test_corrupt_or_missing_cache_is_rebuilt(tmp_path: Path, local_embedder: LocalEmbedder) -> None:
+    LocalEmbedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=tmp_path)
+    (model_file,) = tmp_path.glob("onnx/*/onnx/model.onnx")
+    model_file.write_bytes(b"not an onnx graph")
+    rebuilt = LocalEmbedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=tmp_path)
+    assert model_file.stat().st_size > 1_000_000
+    cosine = (rebuilt.embed(TEXTS[:1]).vectors * local_embedder.embed(TEXTS[:1]).vectors).sum()
+    assert cosine > 0.9999
+    model_file.unlink()
+    LocalEmbedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=tmp_path)
+    assert model_file.is_file()
+
+
+@pytest.mark.parametrize(
+    ("flags", "machine", "target"),
+    [
+        ({"avx2", "avx512f", "avx512_vnni"}, "x86_64", "avx512_vnni"),
+        ({"avx2", "avx512f"}, "x86_64", "avx512"),
+        ({"avx2", "sse4_2"}, "x86_64", "avx2"),
+        ({"sse4_2"}, "x86_64", None),
+        (set(), "aarch64", "arm64"),
+    ],
+)
+def test_quantization_target_follows_cpu_features(
+    flags: set[str], machine: str, target: str | None
+) -> None:
+    assert onnx_cache.quantization_target(flags, machine) == target
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="backend must be one of"):
+        LocalEmbedder("all-MiniLM-L6-v2", backend="tensorrt")
+
+
+def test_unknown_local_model_is_refused_without_a_hub_download() -> None:
+    with pytest.raises(InvalidInput, match="no hub downloads"):
+        LocalEmbedder("intfloat/e5-small-v2")
