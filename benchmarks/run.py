@@ -163,6 +163,8 @@ def main() -> None:
             )
             sample = data.doc_texts[1000:1032]
             seq, conc = concurrent_vs_sequential(default, sample, args.runs)
+            short_sample = data.query_texts[:32]
+            short_seq, short_conc = concurrent_vs_sequential(default, short_sample, args.runs)
         finally:
             default.close()
         torch_server = Server(
@@ -198,11 +200,17 @@ def main() -> None:
                 ),
             ]
         )
-        print(f"\n{len(sample)} single /embed calls, long chunks (default backend):")
+        print(f"\n{len(sample)} single /embed calls (default backend):")
         report(
             [
-                ("one by one", f"{seq:.1f} calls/s", "baseline"),
-                ("all at once", f"{conc:.1f} calls/s", f"{conc / seq:.2f}x"),
+                ("long chunks, one by one", f"{seq:.1f} calls/s", "baseline"),
+                ("long chunks, all at once", f"{conc:.1f} calls/s", f"{conc / seq:.2f}x"),
+                ("short texts, one by one", f"{short_seq:.1f} calls/s", "baseline"),
+                (
+                    "short texts, all at once",
+                    f"{short_conc:.1f} calls/s",
+                    f"{short_conc / short_seq:.2f}x",
+                ),
             ]
         )
     finally:

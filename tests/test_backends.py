@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from embedsearch.embedders import onnx_cache
-from embedsearch.embedders.local import LocalEmbedder
+from embedsearch.embedders.local import LocalEmbedder, token_batches
 from embedsearch.errors import InvalidInput
 
 TEXTS = [
@@ -86,3 +86,15 @@ def test_unknown_backend_is_refused() -> None:
 def test_unknown_local_model_is_refused_without_a_hub_download() -> None:
     with pytest.raises(InvalidInput, match="no hub downloads"):
         LocalEmbedder("intfloat/e5-small-v2")
+
+
+def test_token_batches_group_by_length_within_the_budget() -> None:
+    counts = [300, 12, 40, 256, 9, 500, 33, 12, 70, 256]
+    batches = token_batches(counts, max_tokens=256, budget=512, max_size=3)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(counts)))
+    for batch in batches:
+        longest = max(min(counts[i], 256) for i in batch)
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * longest <= 512
+    flat = [min(counts[i], 256) for batch in batches for i in batch]
+    assert flat == sorted(flat)  # shortest first: batches hold texts of similar length

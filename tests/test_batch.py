@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,22 @@ def test_a_database_failure_mid_batch_rolls_back_every_row(
 
     asyncio.run(attempt())
     assert rows(database_url, "SELECT count(*) FROM chunk_embeddings") == [(5,)]
+
+
+def test_concurrent_single_embeds_each_store_their_own_vector(
+    client: httpx.Client, database_url: str, local_embedder: LocalEmbedder
+) -> None:
+    """Concurrent /embed calls share model calls in the worker; no row may get another's vector."""
+    texts = {f"p{i}": f"paragraph {i}: " + " ".join(["word"] * (i * 7 % 90)) for i in range(32)}
+    with ThreadPoolExecutor(32) as pool:
+        responses = list(
+            pool.map(
+                lambda item: client.post("/embed", json={"chunkId": item[0], "text": item[1]}),
+                texts.items(),
+            )
+        )
+    assert all(r.status_code == 200 for r in responses)
+    stored = dict(rows(database_url, "SELECT chunk_id, embedding FROM chunk_embeddings"))
+    expected = local_embedder.embed(list(texts.values())).vectors
+    got = np.stack([stored[chunk_id].to_numpy() for chunk_id in texts])
+    np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -15,32 +15,38 @@ from tests.servers import rows
 CLI = [sys.executable, "-m", "embedsearch.cli"]
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the module's runs, so the default backend's ONNX export is built only once."""
+    return tmp_path_factory.mktemp("cli-data")
+
+
 def run(
-    args: list[str], database_url: str, tmp_path: Path, **env: str
+    args: list[str], database_url: str, data_dir: Path, **env: str
 ) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
     environment |= {
         "EMBEDSEARCH_DATABASE_URL": database_url,
-        "EMBEDSEARCH_DATA_DIR": str(tmp_path),
+        "EMBEDSEARCH_DATA_DIR": str(data_dir),
     } | env
     return subprocess.run(CLI + args, capture_output=True, text=True, env=environment, timeout=300)
 
 
-def test_embed_then_search(database_url: str, tmp_path: Path) -> None:
-    stored = run(["embed", "chunk-1", "Neural networks learn from data"], database_url, tmp_path)
+def test_embed_then_search(database_url: str, data_dir: Path) -> None:
+    stored = run(["embed", "chunk-1", "Neural networks learn from data"], database_url, data_dir)
     assert stored.returncode == 0, stored.stderr
     assert "stored chunk-1: 384 dims, all-MiniLM-L6-v2" in stored.stdout
-    run(["embed", "chunk-2", "A recipe for sourdough bread"], database_url, tmp_path)
+    run(["embed", "chunk-2", "A recipe for sourdough bread"], database_url, data_dir)
     found = run(
         ["search", "deep learning", "--limit", "2", "--json", "--distance", "l2"],
         database_url,
-        tmp_path,
+        data_dir,
     )
     assert found.returncode == 0, found.stderr
     results = json.loads(found.stdout)["results"]
     assert [r["chunkId"] for r in results] == ["chunk-1", "chunk-2"]
     assert results[0]["score"] < results[1]["score"]
-    table = run(["search", "bread"], database_url, tmp_path)
+    table = run(["search", "bread"], database_url, data_dir)
     assert table.stdout.splitlines()[0].split()[2] == "chunk-2"
 
 
@@ -53,9 +59,9 @@ def test_embed_then_search(database_url: str, tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_is_a_message_and_exit_code_2(
-    database_url: str, tmp_path: Path, args: list[str], message: str
+    database_url: str, data_dir: Path, args: list[str], message: str
 ) -> None:
-    result = run(args, database_url, tmp_path)
+    result = run(args, database_url, data_dir)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert rows(database_url, "SELECT count(*) FROM chunk_embeddings") == [(0,)]
@@ -71,18 +77,18 @@ def test_bad_input_is_a_message_and_exit_code_2(
     ],
 )
 def test_bad_options_and_configuration(
-    database_url: str, tmp_path: Path, args: list[str], env: dict[str, str], message: str
+    database_url: str, data_dir: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    result = run(args, database_url, tmp_path, **env)
+    result = run(args, database_url, data_dir, **env)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_unreachable_database_is_a_message_and_exit_code_1(tmp_path: Path) -> None:
+def test_unreachable_database_is_a_message_and_exit_code_1(data_dir: Path) -> None:
     result = run(
         ["search", "q"],
         "postgresql://nobody:pw-xyz@127.0.0.1:9/none",
-        tmp_path,
+        data_dir,
         EMBEDSEARCH_DB_TIMEOUT_S="1",
     )
     assert result.returncode == 1

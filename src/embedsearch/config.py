@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     backend: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
     threads: int | None = Field(default=None, ge=1, le=256)
     batch_size: int = Field(default=64, ge=1, le=4096)
+    # Padded tokens per model call: long texts go in small batches, short ones in large.
+    batch_tokens: int = Field(default=2048, ge=1)
     # How long the model worker waits to gather concurrent requests into one call.
     batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
 

@@ -25,14 +25,8 @@ class EmbedResponse(BaseModel):
     tokens: int | None = Field(description="Tokens in the text before truncation, if known.")
 
 
-class BatchItem(BaseModel):
-    chunkId: str = Field(min_length=1, max_length=MAX_CHUNK_ID_CHARS)
-    text: str = Field(min_length=1)
-    metadata: dict[str, Any] | None = None
-
-
 class EmbedBatchRequest(BaseModel):
-    items: list[BatchItem] = Field(
+    items: list[EmbedRequest] = Field(
         min_length=1, description="Chunks to embed and store, all or none."
     )
 

@@ -30,6 +30,7 @@ def build_embedder(settings: Settings) -> Embedder:
         cache_dir=settings.cache_dir,
         threads=settings.threads,
         batch_size=settings.batch_size,
+        batch_tokens=settings.batch_tokens,
     )
     if settings.dimensions not in (None, local.dimensions):
         raise InvalidInput(

@@ -13,6 +13,9 @@ import logging
 import platform
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,26 @@ def _cpu_flags() -> set[str]:
 
 
 def int8_file(target: str) -> str:
-    return f"onnx/model_qint8_{target}.onnx"
+    return f"onnx/model_{_int8_suffix(target)}.onnx"
+
+
+def _int8_suffix(target: str) -> str:
+    # Named by us: sentence-transformers' own names differ per config (quint8 for avx2).
+    return f"int8_{target}"
+
+
+@contextmanager
+def _quiet_export() -> Iterator[None]:
+    """The exporter warns about tracing and advises saving the export, which we do."""
+    st_logger = logging.getLogger("sentence_transformers")
+    level = st_logger.level
+    st_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        st_logger.setLevel(level)
 
 
 def _build(model_dir: Path, destination: Path, quantize_for: str | None) -> None:
@@ -58,12 +80,15 @@ def _build(model_dir: Path, destination: Path, quantize_for: str | None) -> None
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     try:
         log.info("exporting %s to ONNX (once; cached in %s)", model_dir.name, destination)
-        model = SentenceTransformer(
-            str(model_dir), backend="onnx", device="cpu", local_files_only=True
-        )
+        with _quiet_export():
+            model = SentenceTransformer(
+                str(model_dir), backend="onnx", device="cpu", local_files_only=True
+            )
         model.save_pretrained(str(staging))
         if quantize_for is not None:
-            export_dynamic_quantized_onnx_model(model, quantize_for, str(staging))
+            export_dynamic_quantized_onnx_model(
+                model, quantize_for, str(staging), file_suffix=_int8_suffix(quantize_for)
+            )
         shutil.rmtree(destination, ignore_errors=True)
         staging.rename(destination)
     finally:
