@@ -170,6 +170,10 @@ def _load(
 
     import onnxruntime
     import sentence_transformers
+    import torch
+
+    # torch only pools and normalizes here; its idle threads would spin against ONNX Runtime's.
+    torch.set_num_threads(1)
 
     from embedsearch.embedders import onnx_cache
 

@@ -1,8 +1,10 @@
 """One thread runs the model; concurrent requests are gathered into one model call.
 
 Model calls from many request threads at once oversubscribe the CPU (each call already
-uses every core), so all embedding goes through this single worker. Requests that arrive
-while the worker gathers (up to `wait_ms`, or until `batch_size` texts) share one call.
+uses every core), so all embedding goes through this single worker. Requests that queue up
+while the model is busy share the next call. Under load (the last call served several
+requests) the worker also waits up to `wait_ms` for more, until `batch_size` texts; a lone
+request on an idle server runs at once instead of paying that wait.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class EmbeddingWorker:
         self._batch_size = batch_size
         self._wait_s = wait_ms / 1000.0
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._busy = False  # did the last model call serve several requests?
         self._thread = threading.Thread(target=self._run, name="embedding-worker", daemon=True)
         self._thread.start()
 
@@ -58,7 +61,7 @@ class EmbeddingWorker:
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         """Collect jobs that arrive within the wait window; returns (jobs, stop requested)."""
         jobs, size = [first], len(first.texts)
-        deadline = time.monotonic() + self._wait_s
+        deadline = time.monotonic() + (self._wait_s if self._busy else 0.0)
         while size < self._batch_size:
             remaining = deadline - time.monotonic()
             try:
@@ -80,6 +83,7 @@ class EmbeddingWorker:
             if first is None:
                 return
             jobs, stop = self._gather(first)
+            self._busy = len(jobs) > 1
             jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
             if not jobs:
                 continue
