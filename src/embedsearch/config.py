@@ -12,6 +12,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_EMBEDDER = "local:all-MiniLM-L6-v2"
 
 
+def parse_embedder_spec(value: str) -> tuple[str, str]:
+    """'local:all-MiniLM-L6-v2' -> ('local', 'all-MiniLM-L6-v2'); ValueError if malformed."""
+    provider, sep, model = value.partition(":")
+    if not sep or provider not in ("local", "openai") or not model.strip():
+        raise ValueError(
+            "embedder must look like 'local:all-MiniLM-L6-v2' or 'openai:text-embedding-3-small'"
+        )
+    return provider, model
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("embedsearch"))
 
@@ -56,11 +66,7 @@ class Settings(BaseSettings):
     @field_validator("embedder")
     @classmethod
     def _embedder_has_provider(cls, value: str) -> str:
-        provider, sep, model = value.partition(":")
-        if not sep or provider not in ("local", "openai") or not model.strip():
-            raise ValueError(
-                "embedder must look like 'local:all-MiniLM-L6-v2' or 'openai:text-embedding-3-small'"
-            )
+        parse_embedder_spec(value)
         return value
 
     @property

@@ -50,3 +50,8 @@ class DatabaseUnavailable(EmbedsearchError):
 class NotReady(EmbedsearchError):
     status = 503
     code = "not_ready"
+
+
+class Conflict(EmbedsearchError):
+    status = 409
+    code = "conflict"

@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from embedsearch.config import Settings
 from embedsearch.embedders import Embedder, build_embedder
-from embedsearch.embedders.worker import EmbeddingWorker
+from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.service import SearchService
 from embedsearch.store import PgStore
 from embedsearch.store.embedded import EmbeddedPostgres
@@ -49,10 +49,8 @@ async def open_service(
         await asyncio.wait([url_task, embedder_task])
         url, active = url_task.result(), embedder_task.result()
 
-        worker = EmbeddingWorker(
-            active, batch_size=settings.batch_size, wait_ms=settings.batch_wait_ms
-        )
-        stack.callback(worker.close)
+        embedders = EmbedderRegistry(settings, active)
+        stack.callback(embedders.close)
         store = PgStore(
             url,
             min_size=settings.pool_min_size,
@@ -60,9 +58,11 @@ async def open_service(
             timeout_s=settings.db_timeout_s,
         )
         stack.push_async_callback(store.close)
-        await store.open(model=active.name, dimensions=active.dimensions)
+        await store.open(
+            model=active.name, dimensions=active.dimensions, embedder=settings.embedder
+        )
         yield SearchService(
-            worker,
+            embedders,
             store,
             max_text_chars=settings.max_text_chars,
             max_batch_items=settings.max_batch_items,

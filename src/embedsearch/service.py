@@ -1,4 +1,4 @@
-"""Use cases: embed-and-store a chunk, search, embed texts. Called by the API, CLI and library."""
+"""Use cases: collections, embed-and-store chunks, search. Called by the API, CLI and library."""
 
 from __future__ import annotations
 
@@ -9,14 +9,31 @@ from typing import Any
 
 from embedsearch.distance import Distance
 from embedsearch.embedders.base import EmbeddingBatch
+from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.embedders.worker import EmbeddingWorker
-from embedsearch.errors import InvalidInput, PayloadTooLarge
+from embedsearch.errors import Conflict, InvalidInput, ModelMismatch, NotFound, PayloadTooLarge
 from embedsearch.store import ChunkRows, PgStore, SearchHit
-from embedsearch.validation import check_chunk_id, check_limit, check_metadata, check_text
+from embedsearch.store.pgstore import DEFAULT_COLLECTION
+from embedsearch.store.records import ChunkRecord, CollectionRecord
+from embedsearch.validation import (
+    check_chunk_id,
+    check_collection_name,
+    check_embedder_spec,
+    check_limit,
+    check_metadata,
+    check_text,
+)
 
 
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChunkInput:
+    chunk_id: str
+    text: str
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -27,13 +44,6 @@ class EmbedOutcome:
     created: bool
     truncated: bool
     tokens: int | None
-
-
-@dataclass(frozen=True)
-class ChunkInput:
-    chunk_id: str
-    text: str
-    metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,21 +61,34 @@ class SearchOutcome:
     model: str
     distance: Distance
     query_truncated: bool
+    collection: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """A collection and the model worker that embeds for it."""
+
+    record: CollectionRecord
+    worker: EmbeddingWorker
 
 
 class SearchService:
     def __init__(
         self,
-        worker: EmbeddingWorker,
+        embedders: EmbedderRegistry,
         store: PgStore,
         *,
         max_text_chars: int,
         max_batch_items: int = 1000,
     ) -> None:
-        self.worker = worker
+        self.embedders = embedders
         self.store = store
         self.max_text_chars = max_text_chars
         self.max_batch_items = max_batch_items
+
+    @property
+    def worker(self) -> EmbeddingWorker:
+        return self.embedders.default
 
     @property
     def model(self) -> str:
@@ -75,23 +98,87 @@ class SearchService:
     def dimensions(self) -> int:
         return self.worker.embedder.dimensions
 
+    # Collections.
+
+    async def target(self, collection: str | None) -> Target:
+        """Look a collection up (404 if missing) with the worker of its model."""
+        name = check_collection_name(collection or DEFAULT_COLLECTION)
+        record = await self.store.get_collection(name)
+        if record is None:
+            raise NotFound(f"collection {name!r} does not exist", field="collection")
+        if name == DEFAULT_COLLECTION or record.embedder is None:
+            worker = self.worker
+        else:
+            worker = await self.embedders.get(record.embedder, record.dimensions)
+        if (worker.embedder.name, worker.embedder.dimensions) != (record.model, record.dimensions):
+            raise ModelMismatch(
+                f"collection {name!r} holds {record.model} ({record.dimensions} dims) vectors but "
+                f"its embedder now gives {worker.embedder.name} ({worker.embedder.dimensions})"
+            )
+        return Target(record, worker)
+
+    async def create_collection(
+        self,
+        name: str,
+        *,
+        embedder: str | None = None,
+        dimensions: int | None = None,
+        distance: Distance = Distance.COSINE,
+    ) -> CollectionRecord:
+        check_collection_name(name, field="name")
+        spec = check_embedder_spec(embedder or self.embedders.default_spec)
+        if await self.store.get_collection(name) is not None:
+            raise Conflict(f"collection {name!r} already exists", field="name")
+        worker = await self.embedders.get(spec, dimensions)
+        return await self.store.create_collection(
+            name,
+            model=worker.embedder.name,
+            dimensions=worker.embedder.dimensions,
+            embedder=spec,
+            distance=distance,
+        )
+
+    async def collections(self) -> list[tuple[CollectionRecord, int]]:
+        return [(r, await self.store.count(r.table)) for r in await self.store.list_collections()]
+
+    async def collection(self, name: str) -> tuple[CollectionRecord, int]:
+        record = (await self.target(name)).record
+        return record, await self.store.count(record.table)
+
+    async def drop_collection(self, name: str) -> None:
+        check_collection_name(name, field="name")
+        if name == DEFAULT_COLLECTION:
+            raise InvalidInput("the default collection cannot be dropped", field="name")
+        if not await self.store.drop_collection(name):
+            raise NotFound(f"collection {name!r} does not exist", field="name")
+
+    # Chunks.
+
     async def embed_chunk(
-        self, chunk_id: str, text: str, metadata: dict[str, Any] | None = None
+        self,
+        chunk_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        collection: str | None = None,
     ) -> EmbedOutcome:
         check_chunk_id(chunk_id)
         check_text(text, max_chars=self.max_text_chars)
         metadata = check_metadata(metadata)
-        batch = await self.worker.embed_async([text])
+        target = await self.target(collection)
+        batch = await target.worker.embed_async([text])
         rows = ChunkRows(
-            [chunk_id], batch.vectors, self.model, [text], [content_hash(text)], [metadata]
+            [chunk_id], batch.vectors, target.record.model, [text], [content_hash(text)], [metadata]
         )
-        (created,) = await self.store.upsert(rows)
+        (created,) = await self.store.upsert(rows, target.record.table)
         tokens = batch.token_counts[0] if batch.token_counts else None
+        record = target.record
         return EmbedOutcome(
-            chunk_id, self.dimensions, self.model, created, batch.truncated[0], tokens
+            chunk_id, record.dimensions, record.model, created, batch.truncated[0], tokens
         )
 
-    async def embed_batch(self, items: Sequence[ChunkInput], field: str = "items") -> BatchOutcome:
+    async def embed_batch(
+        self, items: Sequence[ChunkInput], collection: str | None = None, field: str = "items"
+    ) -> BatchOutcome:
         """Embed and store many chunks in one transaction: all of them, or none if any fails."""
         if len(items) > self.max_batch_items:
             raise PayloadTooLarge(
@@ -112,29 +199,69 @@ class SearchService:
                     field=f"{where}.chunkId",
                 )
             seen[item.chunk_id] = index
+        target = await self.target(collection)
         texts = [item.text for item in items]
-        batch = await self.worker.embed_async(texts)
+        batch = await target.worker.embed_async(texts)
         chunk_ids = [item.chunk_id for item in items]
         rows = ChunkRows(
-            chunk_ids, batch.vectors, self.model, texts, [content_hash(t) for t in texts], metadata
+            chunk_ids,
+            batch.vectors,
+            target.record.model,
+            texts,
+            [content_hash(t) for t in texts],
+            metadata,
         )
-        created = await self.store.upsert(rows)
+        created = await self.store.upsert(rows, target.record.table)
         return BatchOutcome(
             chunk_ids,
-            self.dimensions,
-            self.model,
+            target.record.dimensions,
+            target.record.model,
             sum(created),
             [cid for cid, cut in zip(chunk_ids, batch.truncated, strict=True) if cut],
         )
 
+    async def get_chunk(self, chunk_id: str, collection: str | None = None) -> ChunkRecord:
+        check_chunk_id(chunk_id)
+        target = await self.target(collection)
+        chunk = await self.store.get_chunk(chunk_id, target.record.table)
+        if chunk is None:
+            raise NotFound(f"chunk {chunk_id!r} does not exist", field="chunkId")
+        return chunk
+
+    async def delete_chunk(self, chunk_id: str, collection: str | None = None) -> None:
+        check_chunk_id(chunk_id)
+        target = await self.target(collection)
+        if not await self.store.delete_chunk(target.record.name, chunk_id):
+            raise NotFound(f"chunk {chunk_id!r} does not exist", field="chunkId")
+
+    # Search.
+
     async def search(
-        self, query: str, *, limit: int = 5, distance: Distance = Distance.COSINE
+        self,
+        query: str,
+        *,
+        limit: int = 5,
+        distance: Distance | None = None,
+        collection: str | None = None,
+        filter_: dict[str, Any] | None = None,
     ) -> SearchOutcome:
         check_text(query, max_chars=self.max_text_chars, field="query")
         check_limit(limit)
-        batch = await self.worker.embed_async([query])
-        hits = await self.store.search(batch.vectors[0], limit=limit, distance=distance)
-        return SearchOutcome(hits, self.model, distance, batch.truncated[0])
+        if filter_ is not None and not isinstance(filter_, dict):
+            raise InvalidInput("filter must be a JSON object", field="filter")
+        target = await self.target(collection)
+        distance = distance or target.record.distance
+        batch = await target.worker.embed_async([query])
+        hits = await self.store.search(
+            batch.vectors[0],
+            limit=limit,
+            distance=distance,
+            table=target.record.table,
+            filter_=filter_,
+        )
+        return SearchOutcome(
+            hits, target.record.model, distance, batch.truncated[0], target.record.name
+        )
 
     async def embed_texts(self, texts: list[str], field: str = "input") -> EmbeddingBatch:
         for index, text in enumerate(texts):

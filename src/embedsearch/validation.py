@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from embedsearch.config import parse_embedder_spec
 from embedsearch.errors import InvalidInput, PayloadTooLarge
+
+# Collection names become part of table names: lowercase, short, nothing to escape.
+COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MAX_DOCUMENT_ID_CHARS = 200  # leaves room for "#<chunk index>" within a 255-char chunkId
 
 MAX_CHUNK_ID_CHARS = 255  # the brief's VARCHAR(255)
 MAX_LIMIT = 1000
@@ -60,3 +66,30 @@ def check_limit(limit: int, field: str = "limit") -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"{field} must be between 1 and {MAX_LIMIT}", field=field)
     return limit
+
+
+def check_collection_name(name: str, field: str = "collection") -> str:
+    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+        raise InvalidInput(
+            f"{field} must match {COLLECTION_NAME.pattern} (lowercase letters, digits, _)",
+            field=field,
+        )
+    return name
+
+
+def check_embedder_spec(spec: str, field: str = "embedder") -> str:
+    try:
+        parse_embedder_spec(spec)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field=field) from None
+    return spec
+
+
+def check_document_id(document_id: str, field: str = "documentId") -> str:
+    check_chunk_id(document_id, field=field)
+    if len(document_id) > MAX_DOCUMENT_ID_CHARS:
+        raise InvalidInput(
+            f"{field} is {len(document_id)} characters; at most {MAX_DOCUMENT_ID_CHARS}",
+            field=field,
+        )
+    return document_id

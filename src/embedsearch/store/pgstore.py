@@ -1,4 +1,4 @@
-"""PostgreSQL + pgvector storage for chunks: schema, guarded start, upserts and search."""
+"""PostgreSQL + pgvector storage: the collection registry, chunk tables, documents, search."""
 
 from __future__ import annotations
 
@@ -14,18 +14,32 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from embedsearch.distance import Distance
-from embedsearch.errors import DatabaseUnavailable, InvalidInput, ModelMismatch
+from embedsearch.errors import Conflict, DatabaseUnavailable, InvalidInput, ModelMismatch
 from embedsearch.store import sql
-from embedsearch.store.records import ChunkRows, SearchHit
+from embedsearch.store.filters import compile_filter
+from embedsearch.store.records import (
+    ChunkRecord,
+    ChunkRows,
+    CollectionRecord,
+    DocumentRecord,
+    DocumentState,
+    DocumentWrite,
+    SearchHit,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "default"
 DEFAULT_TABLE = "chunk_embeddings"  # the brief's table
-# Rows at or below this go through one INSERT; above, through binary COPY into a staging table.
+# Rows at or below this go through INSERTs; above, through binary COPY into a staging table.
 _COPY_THRESHOLD = 8
 _HNSW_DEFAULT_EF_SEARCH = 40
 _HNSW_MAX_EF_SEARCH = 1000
+Connection = psycopg.AsyncConnection[Any]
+
+
+class StaleDocument(Exception):
+    """A chunk assumed unchanged was rewritten by someone else meanwhile; redo the write."""
 
 
 @asynccontextmanager
@@ -42,21 +56,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+def table_for(collection: str) -> str:
+    return DEFAULT_TABLE if collection == DEFAULT_COLLECTION else f"c_{collection}"
+
+
 class PgStore:
-    """Owns a connection pool to one database and the chunk table of the default collection."""
+    """Owns a connection pool to one database; every call is scoped by its collection's table."""
 
     def __init__(
-        self,
-        conninfo: str,
-        *,
-        min_size: int = 1,
-        max_size: int = 10,
-        timeout_s: float = 5.0,
-        table: str = DEFAULT_TABLE,
+        self, conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0
     ) -> None:
         self._conninfo = conninfo
         self._timeout_s = timeout_s
-        self.table = table
         self._pool = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -68,139 +79,318 @@ class PgStore:
             kwargs={"connect_timeout": max(1, round(timeout_s))},
         )
 
-    async def open(self, *, model: str, dimensions: int) -> None:
-        """Create the schema if needed, refuse a table filled by another model, open the pool."""
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        async with _database_errors(), self._pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    # Schema and collections.
+
+    async def open(self, *, model: str, dimensions: int, embedder: str | None = None) -> None:
+        """Create the schema if needed, refuse a default table filled by another model, and
+        open the pool."""
         async with _database_errors():
             conn = await psycopg.AsyncConnection.connect(
                 self._conninfo, connect_timeout=max(1, round(self._timeout_s))
             )
-            async with conn:
-                await self._migrate(conn, model=model, dimensions=dimensions)
+            async with conn, conn.transaction():
+                await conn.execute(sql.LOCK_MIGRATIONS, (sql.MIGRATION_LOCK_ID,))
+                await conn.execute(sql.CREATE_EXTENSION)
+                await conn.execute(sql.CREATE_COLLECTIONS)
+                existing = await _collection(conn, DEFAULT_COLLECTION)
+                if existing is not None:
+                    _check_same_model(existing, model, dimensions)
+                    await conn.execute(sql.FILL_EMBEDDER, (embedder, DEFAULT_COLLECTION))
+                else:
+                    await _check_unregistered_table(conn, DEFAULT_TABLE, model, dimensions)
+                await _create_collection(
+                    conn, DEFAULT_COLLECTION, model, dimensions, embedder, Distance.COSINE
+                )
             await self._pool.open(wait=True, timeout=self._timeout_s)
 
-    async def _migrate(
-        self, conn: psycopg.AsyncConnection[Any], *, model: str, dimensions: int
-    ) -> None:
-        async with conn.transaction():
+    async def create_collection(
+        self, name: str, *, model: str, dimensions: int, embedder: str, distance: Distance
+    ) -> CollectionRecord:
+        async with self._transaction() as conn:
             await conn.execute(sql.LOCK_MIGRATIONS, (sql.MIGRATION_LOCK_ID,))
-            await conn.execute(sql.CREATE_EXTENSION)
-            await conn.execute(sql.CREATE_COLLECTIONS)
-            row = await (await conn.execute(sql.GET_COLLECTION, (DEFAULT_COLLECTION,))).fetchone()
-            if row is not None:
-                _check_same_model(row[1], row[2], model, dimensions)
-            else:
-                await self._check_unregistered_table(conn, model=model, dimensions=dimensions)
-            await conn.execute(sql.create_chunk_table(self.table, dimensions))
-            await conn.execute(sql.upgrade_chunk_table(self.table))
-            if dimensions <= sql.MAX_INDEXED_DIMENSIONS:
-                await conn.execute(sql.create_hnsw_index(self.table))
-            else:
-                log.warning(
-                    "%d dimensions: too many for an HNSW index; searches scan exactly", dimensions
-                )
-            await conn.execute(
-                sql.REGISTER_COLLECTION, (DEFAULT_COLLECTION, self.table, model, dimensions)
-            )
+            if await _collection(conn, name) is not None:
+                raise Conflict(f"collection {name!r} already exists", field="name")
+            await _create_collection(conn, name, model, dimensions, embedder, distance)
+            record = await _collection(conn, name)
+        assert record is not None
+        return record
 
-    async def _check_unregistered_table(
-        self, conn: psycopg.AsyncConnection[Any], *, model: str, dimensions: int
-    ) -> None:
-        """A table made by other code (e.g. the brief's script): adopt it only if it matches."""
-        cur = await conn.execute(sql.VECTOR_COLUMN_DIMENSIONS, (self.table,))
-        row = await cur.fetchone()
-        if row is None:
-            return
-        if row[0] != dimensions:
-            raise ModelMismatch(
-                f"table {self.table} holds {row[0]}-dimensional vectors but the configured "
-                f"embedder makes {dimensions}; use another database or the matching embedder"
-            )
-        others = [
-            r[0]
-            for r in await (await conn.execute(sql.other_models(self.table), (model,))).fetchall()
-        ]
-        if others:
-            raise ModelMismatch(
-                f"table {self.table} holds vectors from {', '.join(others)}, not {model}"
-            )
+    async def get_collection(self, name: str) -> CollectionRecord | None:
+        async with self._connection() as conn:
+            return await _collection(conn, name)
+
+    async def list_collections(self) -> list[CollectionRecord]:
+        async with self._connection() as conn:
+            rows = await (await conn.execute(sql.LIST_COLLECTIONS)).fetchall()
+        return [_collection_record(row) for row in rows]
+
+    async def drop_collection(self, name: str) -> bool:
+        async with self._transaction() as conn:
+            await conn.execute(sql.LOCK_MIGRATIONS, (sql.MIGRATION_LOCK_ID,))
+            record = await _collection(conn, name)
+            if record is None:
+                return False
+            await conn.execute(sql.drop_table(record.table))
+            await conn.execute(sql.UNREGISTER_COLLECTION, (name,))
+            return True
 
     async def close(self) -> None:
         await self._pool.close()
 
     async def ping(self) -> None:
-        async with _database_errors(), self._pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(sql.PING)
 
     async def pgvector_version(self) -> str:
-        async with _database_errors(), self._pool.connection() as conn:
+        async with self._connection() as conn:
             row = await (await conn.execute(sql.EXTENSION_VERSION)).fetchone()
             return str(row[0]) if row else "unknown"
 
-    async def count(self) -> int:
-        async with _database_errors(), self._pool.connection() as conn:
-            row = await (await conn.execute(sql.count_rows(self.table))).fetchone()
+    async def count(self, table: str = DEFAULT_TABLE) -> int:
+        async with self._connection() as conn:
+            row = await (await conn.execute(sql.count_rows(table))).fetchone()
             return int(row[0]) if row else 0
 
-    async def upsert(self, rows: ChunkRows) -> list[bool]:
+    # Chunks.
+
+    async def upsert(self, rows: ChunkRows, table: str = DEFAULT_TABLE) -> list[bool]:
         """Insert or update rows in one transaction. Returns, per row, True if it was new."""
         if len(set(rows.chunk_ids)) != len(rows.chunk_ids):
             raise InvalidInput("the same chunkId appears twice in one request", field="chunkId")
-        metadata = rows.metadata or [{} for _ in rows.chunk_ids]
-        records = list(
-            zip(
-                rows.chunk_ids,
-                rows.vectors,
-                [rows.model] * len(rows),
-                rows.contents,
-                rows.content_hashes,
-                [Jsonb(m) for m in metadata],
-                strict=True,
-            )
-        )
-        async with _database_errors(), self._pool.connection() as conn, conn.transaction():
-            if len(records) <= _COPY_THRESHOLD:
-                returned = []
-                for record in records:
-                    cur = await conn.execute(sql.upsert_row(self.table), record)
-                    returned.extend(await cur.fetchall())
-            else:
-                returned = await self._copy_upsert(conn, records)
+        async with self._transaction() as conn:
+            returned = await _write_rows(conn, table, rows)
         inserted = {chunk_id: bool(flag) for chunk_id, flag in returned}
         return [inserted[chunk_id] for chunk_id in rows.chunk_ids]
 
-    async def _copy_upsert(
-        self, conn: psycopg.AsyncConnection[Any], records: Sequence[tuple[Any, ...]]
-    ) -> list[tuple[Any, ...]]:
-        await conn.execute(sql.create_staging(self.table))
-        async with conn.cursor().copy(sql.copy_into_staging(self.table)) as copy:
-            copy.set_types(list(sql.COPY_TYPES))
-            for record in records:
-                await copy.write_row(record)
-        cur = await conn.execute(sql.upsert_from_staging(self.table))
-        return await cur.fetchall()
-
     async def search(
-        self, query: np.ndarray[Any, Any], *, limit: int, distance: Distance
+        self,
+        query: np.ndarray[Any, Any],
+        *,
+        limit: int,
+        distance: Distance,
+        table: str = DEFAULT_TABLE,
+        filter_: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
-        params = {"query": query, "limit": limit}
-        async with _database_errors(), self._pool.connection() as conn, conn.transaction():
+        condition, params = compile_filter(filter_)
+        params |= {"query": query, "limit": limit}
+        async with self._transaction() as conn:
             if limit > _HNSW_DEFAULT_EF_SEARCH:
                 # HNSW returns at most ef_search rows: widen it to the requested limit.
                 ef_search = min(limit, _HNSW_MAX_EF_SEARCH)
                 await conn.execute(sql.SET_EF_SEARCH, (str(ef_search),))
-            cur = await conn.execute(sql.search(self.table, distance), params)
+            if filter_ is not None:
+                await conn.execute(sql.SET_ITERATIVE_SCAN)
+            cur = await conn.execute(sql.search(table, distance, condition), params)
             rows = await cur.fetchall()
-        hits = [SearchHit(r[0], float(r[1]), r[2], r[3] or {}) for r in rows]
+        hits = [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
         # Ordered by cosine through the index; for unit vectors every metric agrees, and a
         # stable sort keeps ties in index order while guaranteeing smallest score first.
         hits.sort(key=lambda hit: hit.score)
         return hits
 
+    async def get_chunk(self, chunk_id: str, table: str = DEFAULT_TABLE) -> ChunkRecord | None:
+        async with self._connection() as conn:
+            row = await (await conn.execute(sql.get_chunk(table), (chunk_id,))).fetchone()
+        return ChunkRecord(*row) if row else None
 
-def _check_same_model(stored_model: str, stored_dims: int, model: str, dimensions: int) -> None:
-    if (stored_model, stored_dims) != (model, dimensions):
+    async def delete_chunk(self, collection: str, chunk_id: str) -> bool:
+        async with self._transaction() as conn:
+            row = await (
+                await conn.execute(sql.delete_chunk(table_for(collection)), (chunk_id,))
+            ).fetchone()
+            if row is None:
+                return False
+            if row[0] is not None:
+                await conn.execute(sql.DECREMENT_DOCUMENT_CHUNKS, (collection, row[0]))
+            return True
+
+    # Documents.
+
+    async def document_states(
+        self, collection: str, document_ids: Sequence[str]
+    ) -> dict[str, DocumentState]:
+        async with self._connection() as conn:
+            cur = await conn.execute(sql.DOCUMENT_STATES, (collection, list(document_ids)))
+            return {r[0]: DocumentState(r[1], r[2]) for r in await cur.fetchall()}
+
+    async def chunk_hashes(self, table: str, document_ids: Sequence[str]) -> dict[str, str]:
+        async with self._connection() as conn:
+            cur = await conn.execute(sql.chunk_hashes_of_documents(table), (list(document_ids),))
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def write_documents(self, collection: str, writes: Sequence[DocumentWrite]) -> list[bool]:
+        """Replace each document's chunks with its new version, all in one transaction: no
+        orphans and no half documents. Returns, per document, True if it was new."""
+        table = table_for(collection)
+        async with self._transaction() as conn:
+            created = []
+            for write in writes:
+                await conn.execute(sql.LOCK_DOCUMENT, (collection, write.document_id))
+            ids = [w.document_id for w in writes]
+            cur = await conn.execute(sql.chunk_hashes_of_documents(table, for_update=True), (ids,))
+            stored = {r[0]: r[1] for r in await cur.fetchall()}
+            for write in writes:
+                if any(stored.get(cid) != digest for cid, digest in write.reused.items()):
+                    raise StaleDocument(write.document_id)
+                await conn.execute(
+                    sql.delete_document_chunks_except(table), (write.document_id, write.chunk_ids)
+                )
+                if write.reused:
+                    metadata = Jsonb(write.metadata)
+                    await conn.execute(
+                        sql.update_chunk_metadata(table), (metadata, list(write.reused), metadata)
+                    )
+                row = await (
+                    await conn.execute(
+                        sql.UPSERT_DOCUMENT,
+                        (
+                            collection,
+                            write.document_id,
+                            write.content_hash,
+                            Jsonb(write.metadata),
+                            len(write.chunk_ids),
+                        ),
+                    )
+                ).fetchone()
+                created.append(bool(row and row[0]))
+            rows = _concat_rows([w.rows for w in writes if len(w.rows)])
+            if rows is not None:
+                await _write_rows(conn, table, rows)
+        return created
+
+    async def get_document(self, collection: str, document_id: str) -> DocumentRecord | None:
+        async with self._connection() as conn:
+            row = await (await conn.execute(sql.GET_DOCUMENT, (collection, document_id))).fetchone()
+            if row is None:
+                return None
+            cur = await conn.execute(sql.document_chunks(table_for(collection)), (document_id,))
+            chunk_ids = [r[0] for r in await cur.fetchall()]
+        document_id, digest, metadata, chunk_count, created_at, updated_at = row
+        return DocumentRecord(
+            document_id, digest, metadata, chunk_count, created_at, updated_at, chunk_ids
+        )
+
+    async def delete_document(self, collection: str, document_id: str) -> bool:
+        async with self._transaction() as conn:
+            await conn.execute(sql.LOCK_DOCUMENT, (collection, document_id))
+            found = await (
+                await conn.execute(sql.DELETE_DOCUMENT, (collection, document_id))
+            ).fetchone()
+            await conn.execute(sql.delete_document_chunks(table_for(collection)), (document_id,))
+            return found is not None
+
+
+async def _collection(conn: Connection, name: str) -> CollectionRecord | None:
+    row = await (await conn.execute(sql.GET_COLLECTION, (name,))).fetchone()
+    return _collection_record(row) if row else None
+
+
+def _collection_record(row: Sequence[Any]) -> CollectionRecord:
+    name, table, model, dimensions, embedder, distance, created_at = row
+    return CollectionRecord(
+        name, table, model, dimensions, embedder, Distance(distance), created_at
+    )
+
+
+async def _create_collection(
+    conn: Connection,
+    name: str,
+    model: str,
+    dimensions: int,
+    embedder: str | None,
+    distance: Distance,
+) -> None:
+    table = table_for(name)
+    await conn.execute(sql.create_chunk_table(table, dimensions))
+    await conn.execute(sql.upgrade_chunk_table(table))
+    if dimensions <= sql.MAX_INDEXED_DIMENSIONS:
+        await conn.execute(sql.create_hnsw_index(table))
+    else:
+        log.warning("%d dimensions: too many for an HNSW index; searches scan exactly", dimensions)
+    await conn.execute(
+        sql.REGISTER_COLLECTION, (name, table, model, dimensions, embedder, distance.value)
+    )
+
+
+async def _write_rows(conn: Connection, table: str, rows: ChunkRows) -> list[tuple[Any, ...]]:
+    n = len(rows)
+    records = list(
+        zip(
+            rows.chunk_ids,
+            rows.vectors,
+            [rows.model] * n,
+            rows.contents,
+            rows.content_hashes,
+            [Jsonb(m) for m in (rows.metadata or [{}] * n)],
+            rows.document_ids or [None] * n,
+            strict=True,
+        )
+    )
+    if n <= _COPY_THRESHOLD:
+        returned = []
+        for record in records:
+            cur = await conn.execute(sql.upsert_row(table), record)
+            returned.extend(await cur.fetchall())
+        return returned
+    await conn.execute(sql.create_staging(table))
+    async with conn.cursor().copy(sql.copy_into_staging(table)) as copy:
+        copy.set_types(list(sql.COPY_TYPES))
+        for record in records:
+            await copy.write_row(record)
+    cur = await conn.execute(sql.upsert_from_staging(table))
+    return await cur.fetchall()
+
+
+def _concat_rows(parts: Sequence[ChunkRows]) -> ChunkRows | None:
+    if not parts:
+        return None
+    n = [len(p) for p in parts]
+    return ChunkRows(
+        chunk_ids=[c for p in parts for c in p.chunk_ids],
+        vectors=np.concatenate([p.vectors for p in parts]),
+        model=parts[0].model,
+        contents=[c for p in parts for c in p.contents],
+        content_hashes=[h for p in parts for h in p.content_hashes],
+        metadata=[m for p, k in zip(parts, n, strict=True) for m in (p.metadata or [{}] * k)],
+        document_ids=[
+            d for p, k in zip(parts, n, strict=True) for d in (p.document_ids or [None] * k)
+        ],
+    )
+
+
+async def _check_unregistered_table(
+    conn: Connection, table: str, model: str, dimensions: int
+) -> None:
+    """A table made by other code (e.g. the brief's script): adopt it only if it matches."""
+    row = await (await conn.execute(sql.VECTOR_COLUMN_DIMENSIONS, (table,))).fetchone()
+    if row is None:
+        return
+    if row[0] != dimensions:
         raise ModelMismatch(
-            f"this database was filled by {stored_model} ({stored_dims} dims) but the configured "
-            f"embedder is {model} ({dimensions} dims); vectors from different models cannot be "
-            "mixed. Use the same EMBEDSEARCH_EMBEDDER/EMBEDSEARCH_DIMENSIONS, or another database"
+            f"table {table} holds {row[0]}-dimensional vectors but the configured "
+            f"embedder makes {dimensions}; use another database or the matching embedder"
+        )
+    cur = await conn.execute(sql.other_models(table), (model,))
+    others = [r[0] for r in await cur.fetchall()]
+    if others:
+        raise ModelMismatch(f"table {table} holds vectors from {', '.join(others)}, not {model}")
+
+
+def _check_same_model(stored: CollectionRecord, model: str, dimensions: int) -> None:
+    if (stored.model, stored.dimensions) != (model, dimensions):
+        raise ModelMismatch(
+            f"this database was filled by {stored.model} ({stored.dimensions} dims) but the "
+            f"configured embedder is {model} ({dimensions} dims); vectors from different models "
+            "cannot be mixed. Use the same EMBEDSEARCH_EMBEDDER/EMBEDSEARCH_DIMENSIONS, or another "
+            "database"
         )

@@ -16,6 +16,7 @@ EXTENSION_VERSION = sql.SQL("SELECT extversion FROM pg_extension WHERE extname =
 LOCK_MIGRATIONS = sql.SQL("SELECT pg_advisory_xact_lock(%s)")
 PING = sql.SQL("SELECT 1")
 
+# The registry: one row per collection, recording the model that fills it.
 CREATE_COLLECTIONS = sql.SQL("""
 CREATE TABLE IF NOT EXISTS embedsearch_collections (
     name        TEXT PRIMARY KEY,
@@ -23,14 +24,36 @@ CREATE TABLE IF NOT EXISTS embedsearch_collections (
     model       TEXT NOT NULL,
     dimensions  INTEGER NOT NULL,
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+ALTER TABLE embedsearch_collections
+    ADD COLUMN IF NOT EXISTS embedder TEXT,
+    ADD COLUMN IF NOT EXISTS distance TEXT NOT NULL DEFAULT 'cosine';
+CREATE TABLE IF NOT EXISTS embedsearch_documents (
+    collection   TEXT NOT NULL REFERENCES embedsearch_collections (name) ON DELETE CASCADE,
+    document_id  TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    metadata     JSONB NOT NULL DEFAULT '{}',
+    chunk_count  INTEGER NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection, document_id)
 )""")
 GET_COLLECTION = sql.SQL(
-    "SELECT table_name, model, dimensions FROM embedsearch_collections WHERE name = %s"
+    "SELECT name, table_name, model, dimensions, embedder, distance, created_at"
+    " FROM embedsearch_collections WHERE name = %s"
+)
+LIST_COLLECTIONS = sql.SQL(
+    "SELECT name, table_name, model, dimensions, embedder, distance, created_at"
+    " FROM embedsearch_collections ORDER BY name"
 )
 REGISTER_COLLECTION = sql.SQL(
-    "INSERT INTO embedsearch_collections (name, table_name, model, dimensions)"
-    " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING"
+    "INSERT INTO embedsearch_collections (name, table_name, model, dimensions, embedder, distance)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name"
 )
+FILL_EMBEDDER = sql.SQL(
+    "UPDATE embedsearch_collections SET embedder = %s WHERE name = %s AND embedder IS NULL"
+)
+UNREGISTER_COLLECTION = sql.SQL("DELETE FROM embedsearch_collections WHERE name = %s")
 # The declared dimension of an existing vector column (atttypmod holds it), or no row.
 VECTOR_COLUMN_DIMENSIONS = sql.SQL("""
 SELECT a.atttypmod FROM pg_attribute a
@@ -52,19 +75,25 @@ CREATE TABLE IF NOT EXISTS {table} (
     model_name   VARCHAR(100) NOT NULL,
     content      TEXT,
     content_hash TEXT,
-    metadata     JSONB NOT NULL DEFAULT '{{}}'
+    metadata     JSONB NOT NULL DEFAULT '{{}}',
+    document_id  TEXT
 )""").format(table=sql.Identifier(table), dims=sql.Literal(dimensions))
 
 
 def upgrade_chunk_table(table: str) -> sql.Composed:
-    """Add our columns to a table made by the brief's original code (idempotent)."""
+    """Add our columns and indexes to a chunk table (idempotent; also for the brief's table)."""
     return sql.SQL("""
 ALTER TABLE {table}
     ADD COLUMN IF NOT EXISTS updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     ADD COLUMN IF NOT EXISTS content      TEXT,
     ADD COLUMN IF NOT EXISTS content_hash TEXT,
-    ADD COLUMN IF NOT EXISTS metadata     JSONB NOT NULL DEFAULT '{{}}'""").format(
-        table=sql.Identifier(table)
+    ADD COLUMN IF NOT EXISTS metadata     JSONB NOT NULL DEFAULT '{{}}',
+    ADD COLUMN IF NOT EXISTS document_id  TEXT;
+CREATE INDEX IF NOT EXISTS {doc_index} ON {table} (document_id);
+CREATE INDEX IF NOT EXISTS {meta_index} ON {table} USING gin (metadata jsonb_path_ops)""").format(
+        table=sql.Identifier(table),
+        doc_index=sql.Identifier(f"{table}_document_id"),
+        meta_index=sql.Identifier(f"{table}_metadata"),
     )
 
 
@@ -81,10 +110,21 @@ def create_hnsw_index(table: str) -> sql.Composed:
     ).format(index=sql.Identifier(f"{table}_embedding_hnsw"), table=sql.Identifier(table))
 
 
-_COLUMNS = ("chunk_id", "embedding", "model_name", "content", "content_hash", "metadata")
-# psycopg type names for binary COPY of _COLUMNS.
-COPY_TYPES = ("varchar", "vector", "varchar", "text", "text", "jsonb")
+def drop_table(table: str) -> sql.Composed:
+    return sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table))
 
+
+_COLUMNS = (
+    "chunk_id",
+    "embedding",
+    "model_name",
+    "content",
+    "content_hash",
+    "metadata",
+    "document_id",
+)
+# psycopg type names for binary COPY of _COLUMNS.
+COPY_TYPES = ("varchar", "vector", "varchar", "text", "text", "jsonb", "text")
 
 _UPSERT_TAIL = sql.SQL("""
 ON CONFLICT (chunk_id) DO UPDATE SET
@@ -93,53 +133,137 @@ ON CONFLICT (chunk_id) DO UPDATE SET
     content = EXCLUDED.content,
     content_hash = EXCLUDED.content_hash,
     metadata = EXCLUDED.metadata,
+    document_id = EXCLUDED.document_id,
     updated_at = now()
 RETURNING chunk_id, (xmax = 0) AS inserted""")
+
+
+def _column_list() -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
 
 
 def upsert_row(table: str) -> sql.Composed:
     return sql.SQL("INSERT INTO {table} ({cols}) VALUES ({params}) {tail}").format(
         table=sql.Identifier(table),
-        cols=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
+        cols=_column_list(),
         params=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
         tail=_UPSERT_TAIL,
     )
 
 
+def _staging(table: str) -> sql.Identifier:
+    return sql.Identifier(f"staging_{table}")
+
+
 def create_staging(table: str) -> sql.Composed:
     return sql.SQL(
         "CREATE TEMP TABLE {staging} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"
-    ).format(staging=sql.Identifier(f"staging_{table}"), table=sql.Identifier(table))
+    ).format(staging=_staging(table), table=sql.Identifier(table))
 
 
 def copy_into_staging(table: str) -> sql.Composed:
     return sql.SQL("COPY {staging} ({cols}) FROM STDIN WITH (FORMAT BINARY)").format(
-        staging=sql.Identifier(f"staging_{table}"),
-        cols=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
+        staging=_staging(table), cols=_column_list()
     )
 
 
 def upsert_from_staging(table: str) -> sql.Composed:
-    cols = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
     return sql.SQL("INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} {tail}").format(
-        table=sql.Identifier(table),
-        cols=cols,
-        staging=sql.Identifier(f"staging_{table}"),
-        tail=_UPSERT_TAIL,
+        table=sql.Identifier(table), cols=_column_list(), staging=_staging(table), tail=_UPSERT_TAIL
     )
 
 
 SET_EF_SEARCH = sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)")
+# pgvector >= 0.8: keep scanning the HNSW graph until `limit` rows pass the filter.
+SET_ITERATIVE_SCAN = sql.SQL("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
 
 
-def search(table: str, distance: Distance) -> sql.Composed:
-    """Nearest chunks: ordered through the cosine index, scored with the requested distance."""
+def search(table: str, distance: Distance, condition: sql.Composable) -> sql.Composed:
+    """Nearest chunks: ordered through the cosine index, scored with the requested distance.
+    The outer ORDER BY restores exact order after a relaxed iterative scan."""
     return sql.SQL("""
-SELECT chunk_id, embedding {op} %(query)s AS score, content, metadata
-FROM {table}
-ORDER BY embedding <=> %(query)s
-LIMIT %(limit)s""").format(op=sql.SQL(distance.operator), table=sql.Identifier(table))
+WITH nearest AS MATERIALIZED (
+    SELECT chunk_id, embedding {op} %(query)s AS score, embedding <=> %(query)s AS cosine,
+           content, metadata, document_id
+    FROM {table}
+    WHERE {condition}
+    ORDER BY embedding <=> %(query)s
+    LIMIT %(limit)s
+)
+SELECT chunk_id, score, content, metadata, document_id FROM nearest ORDER BY cosine""").format(
+        op=sql.SQL(distance.operator), table=sql.Identifier(table), condition=condition
+    )
 
 
 def count_rows(table: str) -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+
+
+def get_chunk(table: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT chunk_id, content, metadata, model_name, document_id, created_at, updated_at,"
+        " vector_dims(embedding) FROM {} WHERE chunk_id = %s"
+    ).format(sql.Identifier(table))
+
+
+def delete_chunk(table: str) -> sql.Composed:
+    return sql.SQL("DELETE FROM {} WHERE chunk_id = %s RETURNING document_id").format(
+        sql.Identifier(table)
+    )
+
+
+# Documents.
+def chunk_hashes_of_documents(table: str, *, for_update: bool = False) -> sql.Composed:
+    return sql.SQL("SELECT chunk_id, content_hash FROM {} WHERE document_id = ANY(%s) {}").format(
+        sql.Identifier(table), sql.SQL("FOR UPDATE" if for_update else "")
+    )
+
+
+def delete_document_chunks_except(table: str) -> sql.Composed:
+    return sql.SQL("DELETE FROM {} WHERE document_id = %s AND chunk_id <> ALL(%s)").format(
+        sql.Identifier(table)
+    )
+
+
+def update_chunk_metadata(table: str) -> sql.Composed:
+    return sql.SQL(
+        "UPDATE {} SET metadata = %s, updated_at = now()"
+        " WHERE chunk_id = ANY(%s) AND metadata IS DISTINCT FROM %s"
+    ).format(sql.Identifier(table))
+
+
+def document_chunks(table: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT chunk_id FROM {} WHERE document_id = %s ORDER BY length(chunk_id), chunk_id"
+    ).format(sql.Identifier(table))
+
+
+def delete_document_chunks(table: str) -> sql.Composed:
+    return sql.SQL("DELETE FROM {} WHERE document_id = %s").format(sql.Identifier(table))
+
+
+LOCK_DOCUMENT = sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s || '/' || %s, 7))")
+DOCUMENT_STATES = sql.SQL(
+    "SELECT document_id, content_hash, metadata FROM embedsearch_documents"
+    " WHERE collection = %s AND document_id = ANY(%s)"
+)
+UPSERT_DOCUMENT = sql.SQL("""
+INSERT INTO embedsearch_documents (collection, document_id, content_hash, metadata, chunk_count)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (collection, document_id) DO UPDATE SET
+    content_hash = EXCLUDED.content_hash,
+    metadata = EXCLUDED.metadata,
+    chunk_count = EXCLUDED.chunk_count,
+    updated_at = now()
+RETURNING (xmax = 0) AS inserted""")
+GET_DOCUMENT = sql.SQL(
+    "SELECT document_id, content_hash, metadata, chunk_count, created_at, updated_at"
+    " FROM embedsearch_documents WHERE collection = %s AND document_id = %s"
+)
+DELETE_DOCUMENT = sql.SQL(
+    "DELETE FROM embedsearch_documents WHERE collection = %s AND document_id = %s RETURNING 1"
+)
+DECREMENT_DOCUMENT_CHUNKS = sql.SQL(
+    "UPDATE embedsearch_documents SET chunk_count = chunk_count - 1, updated_at = now()"
+    " WHERE collection = %s AND document_id = %s"
+)
