@@ -10,7 +10,14 @@ from fastapi import FastAPI
 
 from embedsearch import __version__
 from embedsearch.api.errors import install_error_handlers
-from embedsearch.api.routes import chunks, health, openai_compat, search
+from embedsearch.api.routes import (
+    chunks,
+    collections,
+    documents,
+    health,
+    openai_compat,
+    search,
+)
 from embedsearch.config import Settings
 from embedsearch.embedders import Embedder
 from embedsearch.runtime import open_service
@@ -37,6 +44,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (chunks, search, health, openai_compat):
+    for module in (chunks, documents, search, collections, health, openai_compat):
         app.include_router(module.router)
     return app

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from embedsearch.documents import DocumentService
 from embedsearch.errors import NotReady
 from embedsearch.service import SearchService
 
@@ -18,3 +19,10 @@ def get_service(request: Request) -> SearchService:
 
 
 ServiceDep = Annotated[SearchService, Depends(get_service)]
+
+
+def get_documents(service: ServiceDep) -> DocumentService:
+    return DocumentService(service)
+
+
+DocumentsDep = Annotated[DocumentService, Depends(get_documents)]

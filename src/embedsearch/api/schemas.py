@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -9,11 +10,19 @@ from pydantic import BaseModel, Field
 from embedsearch.distance import Distance
 from embedsearch.validation import MAX_CHUNK_ID_CHARS, MAX_LIMIT
 
+CollectionField = Field(
+    default=None, description="Collection name (default: the brief's chunk_embeddings)."
+)
 
-class EmbedRequest(BaseModel):
+
+class ChunkItem(BaseModel):
     chunkId: str = Field(min_length=1, max_length=MAX_CHUNK_ID_CHARS, examples=["chunk-123"])
     text: str = Field(min_length=1, examples=["Machine learning basics"])
     metadata: dict[str, Any] | None = Field(default=None, description="Any JSON object.")
+
+
+class EmbedRequest(ChunkItem):
+    collection: str | None = CollectionField
 
 
 class EmbedResponse(BaseModel):
@@ -26,9 +35,10 @@ class EmbedResponse(BaseModel):
 
 
 class EmbedBatchRequest(BaseModel):
-    items: list[EmbedRequest] = Field(
+    items: list[ChunkItem] = Field(
         min_length=1, description="Chunks to embed and store, all or none."
     )
+    collection: str | None = CollectionField
 
 
 class EmbedBatchResponse(BaseModel):
@@ -43,11 +53,19 @@ class EmbedBatchResponse(BaseModel):
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, examples=["explain neural networks"])
     limit: int = Field(default=5, ge=1, le=MAX_LIMIT)
-    distance: Distance = Distance.COSINE
+    distance: Distance | None = Field(
+        default=None, description="cosine, l2 or inner_product (default: the collection's, cosine)"
+    )
+    collection: str | None = CollectionField
+    filter: dict[str, Any] | None = Field(
+        default=None,
+        description='Metadata filter, e.g. {"lang": "en", "year": {"$gte": 2020}}',
+    )
 
 
 class SearchResult(BaseModel):
     chunkId: str
+    documentId: str | None = None
     score: float = Field(
         description="pgvector distance for the requested metric; smaller is closer."
     )
@@ -57,9 +75,76 @@ class SearchResult(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchResult]
+    collection: str
     model: str
     distance: Distance
     queryTruncated: bool
+
+
+class CollectionCreate(BaseModel):
+    name: str = Field(examples=["papers"], description="^[a-z][a-z0-9_]{0,39}$")
+    embedder: str | None = Field(
+        default=None, examples=["local:all-MiniLM-L6-v2", "openai:text-embedding-3-small"]
+    )
+    dimensions: int | None = Field(default=None, ge=1, le=16000)
+    distance: Distance = Distance.COSINE
+
+
+class CollectionPublic(BaseModel):
+    name: str
+    model: str
+    dimensions: int
+    embedder: str | None
+    distance: Distance
+    count: int
+    createdAt: datetime
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionPublic]
+
+
+class Chunking(BaseModel):
+    maxTokens: int | None = Field(default=None, ge=1, description="Default: the model's window.")
+    overlap: int = Field(default=0, ge=0, description="Tokens shared by neighbouring chunks.")
+
+
+class DocumentCreate(BaseModel):
+    documentId: str = Field(min_length=1, max_length=200, examples=["handbook.md"])
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+    collection: str | None = CollectionField
+    chunking: Chunking | None = None
+
+
+class DocumentStored(BaseModel):
+    documentId: str
+    collection: str
+    status: Literal["new", "updated", "unchanged"]
+    chunkIds: list[str] = Field(description="Empty when the document was unchanged.")
+    embedded: int = Field(description="Chunks sent to the model (unchanged chunks are not).")
+
+
+class DocumentPublic(BaseModel):
+    documentId: str
+    collection: str
+    metadata: dict[str, Any]
+    chunkCount: int
+    chunkIds: list[str]
+    createdAt: datetime
+    updatedAt: datetime
+
+
+class ChunkPublic(BaseModel):
+    chunkId: str
+    collection: str
+    text: str | None
+    metadata: dict[str, Any]
+    model: str
+    dimensions: int
+    documentId: str | None
+    createdAt: datetime
+    updatedAt: datetime
 
 
 class ErrorBody(BaseModel):
@@ -74,7 +159,7 @@ class ErrorResponse(BaseModel):
 
 # For the OpenAPI docs of endpoints that take input.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 413, 422, 502, 503)
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 422, 502, 503)
 }
 
 

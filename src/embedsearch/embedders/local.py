@@ -103,6 +103,11 @@ class LocalEmbedder:
     def max_tokens(self) -> int:
         return self._max_tokens
 
+    @property
+    def tokenizer(self) -> Any:
+        """The model's own (Hugging Face) tokenizer, for token-aware chunking."""
+        return self._model.tokenizer
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         encoded = self._model.tokenizer(
             list(texts),

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from embedsearch.api.deps import ServiceDep
 from embedsearch.api.schemas import (
     ERROR_RESPONSES,
+    ChunkPublic,
     EmbedBatchRequest,
     EmbedBatchResponse,
     EmbedRequest,
@@ -20,7 +21,7 @@ router = APIRouter(tags=["chunks"])
 @router.post("/embed", response_model=EmbedResponse, responses=ERROR_RESPONSES)
 async def embed(body: EmbedRequest, service: ServiceDep) -> EmbedResponse:
     """Embed one chunk of text and store (or replace) it under its chunkId."""
-    outcome = await service.embed_chunk(body.chunkId, body.text, body.metadata)
+    outcome = await service.embed_chunk(body.chunkId, body.text, body.metadata, body.collection)
     return EmbedResponse(
         chunkId=outcome.chunk_id,
         dimensions=outcome.dimensions,
@@ -35,7 +36,7 @@ async def embed(body: EmbedRequest, service: ServiceDep) -> EmbedResponse:
 async def embed_batch(body: EmbedBatchRequest, service: ServiceDep) -> EmbedBatchResponse:
     """Embed and store many chunks in one transaction: all are stored, or none."""
     items = [ChunkInput(item.chunkId, item.text, item.metadata) for item in body.items]
-    outcome = await service.embed_batch(items)
+    outcome = await service.embed_batch(items, body.collection)
     return EmbedBatchResponse(
         count=len(outcome.chunk_ids),
         dimensions=outcome.dimensions,
@@ -44,3 +45,28 @@ async def embed_batch(body: EmbedBatchRequest, service: ServiceDep) -> EmbedBatc
         created=outcome.created,
         truncated=outcome.truncated,
     )
+
+
+@router.get("/chunks/{chunk_id:path}", response_model=ChunkPublic, responses=ERROR_RESPONSES)
+async def get_chunk(
+    chunk_id: str, service: ServiceDep, collection: str | None = None
+) -> ChunkPublic:
+    """A stored chunk: its text, metadata, model and timestamps."""
+    chunk = await service.get_chunk(chunk_id, collection)
+    return ChunkPublic(
+        chunkId=chunk.chunk_id,
+        collection=collection or "default",
+        text=chunk.text,
+        metadata=chunk.metadata or {},
+        model=chunk.model,
+        dimensions=chunk.dimensions,
+        documentId=chunk.document_id,
+        createdAt=chunk.created_at,
+        updatedAt=chunk.updated_at,
+    )
+
+
+@router.delete("/chunks/{chunk_id:path}", status_code=204, responses=ERROR_RESPONSES)
+async def delete_chunk(chunk_id: str, service: ServiceDep, collection: str | None = None) -> None:
+    """Delete one chunk."""
+    await service.delete_chunk(chunk_id, collection)

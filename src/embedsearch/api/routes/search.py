@@ -13,7 +13,13 @@ router = APIRouter(tags=["search"])
 @router.post("/search/pgvector", response_model=SearchResponse, responses=ERROR_RESPONSES)
 async def search_pgvector(body: SearchRequest, service: ServiceDep) -> SearchResponse:
     """Nearest chunks to the query; `score` is the pgvector distance, smallest first."""
-    outcome = await service.search(body.query, limit=body.limit, distance=body.distance)
+    outcome = await service.search(
+        body.query,
+        limit=body.limit,
+        distance=body.distance,
+        collection=body.collection,
+        filter_=body.filter,
+    )
     return SearchResponse(
         results=[
             SearchResult(
@@ -21,6 +27,7 @@ async def search_pgvector(body: SearchRequest, service: ServiceDep) -> SearchRes
             )
             for hit in outcome.hits
         ],
+        collection=outcome.collection,
         model=outcome.model,
         distance=outcome.distance,
         queryTruncated=outcome.query_truncated,
