@@ -23,7 +23,11 @@ async def search_pgvector(body: SearchRequest, service: ServiceDep) -> SearchRes
     return SearchResponse(
         results=[
             SearchResult(
-                chunkId=hit.chunk_id, score=hit.score, text=hit.text, metadata=hit.metadata
+                chunkId=hit.chunk_id,
+                documentId=hit.document_id,
+                score=hit.score,
+                text=hit.text,
+                metadata=hit.metadata,
             )
             for hit in outcome.hits
         ],
