@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from embedsearch.chunking import ChunkingOptions, split
+from embedsearch.embedders.base import Vectors
 from embedsearch.errors import InvalidInput, NotFound
 from embedsearch.service import SearchService, Target, content_hash
 from embedsearch.store import ChunkRows
@@ -46,6 +49,32 @@ def document_hash(text: str, metadata: dict[str, Any], options: ChunkingOptions)
     )
 
 
+@dataclass
+class _PlannedDocument:
+    document_id: str
+    digest: str
+    metadata: dict[str, Any]
+    chunks: list[str]
+    reused: dict[str, str] = field(default_factory=dict)  # chunk id -> stored hash
+    to_embed: list[int] = field(default_factory=list)  # positions of chunks to embed
+
+
+@dataclass
+class Plan:
+    """What a write will do: documents to (re)write, and which of their chunks need vectors."""
+
+    target: Target
+    documents: list[_PlannedDocument] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def texts_to_embed(self) -> list[str]:
+        return [doc.chunks[i] for doc in self.documents for i in doc.to_embed]
+
+    @property
+    def chunk_count(self) -> int:
+        return sum(len(doc.chunks) for doc in self.documents)
+
+
 class DocumentService:
     def __init__(self, service: SearchService) -> None:
         self.service = service
@@ -74,89 +103,86 @@ class DocumentService:
         *,
         collection: str | None = None,
         options: ChunkingOptions | None = None,
-        skip_unchanged: bool = True,
     ) -> IngestOutcome:
         """Store documents (all in one transaction). Chunks whose text is unchanged are not
         re-embedded; documents whose text, metadata and chunking are unchanged are skipped."""
         self.validate(documents)
-        options = options or ChunkingOptions()
         target = await self.service.target(collection)
+        options = options or ChunkingOptions()
         for attempt in range(_RETRIES):
+            plan = await self.prepare(documents, target, options)
             try:
-                return await self._put_once(documents, target, options, skip_unchanged)
+                return await self.write(plan, await self.embed(plan))
             except StaleDocument:
                 if attempt == _RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
-    async def _put_once(
-        self,
-        documents: Sequence[DocumentInput],
-        target: Target,
-        options: ChunkingOptions,
-        skip_unchanged: bool,
-    ) -> IngestOutcome:
+    async def prepare(
+        self, documents: Sequence[DocumentInput], target: Target, options: ChunkingOptions
+    ) -> Plan:
+        """Chunk the documents and find what must be embedded (reads only)."""
         store, record = self.service.store, target.record
-        outcome = IngestOutcome()
-        ids = [doc.document_id for doc in documents]
-        states = await store.document_states(record.name, ids)
-        pending = []
+        plan = Plan(target)
+        states = await store.document_states(record.name, [d.document_id for d in documents])
         for doc in documents:
             metadata = doc.metadata or {}
             digest = document_hash(doc.text, metadata, options)
             state = states.get(doc.document_id)
-            if skip_unchanged and state is not None and state.content_hash == digest:
-                outcome.unchanged.append(doc.document_id)
+            if state is not None and state.content_hash == digest:
+                plan.unchanged.append(doc.document_id)
                 continue
             chunks = split(doc.text, target.worker.embedder, options)
             if not chunks:
                 raise InvalidInput(
                     f"document {doc.document_id!r} has no text to embed", field="text"
                 )
-            pending.append((doc, metadata, digest, chunks))
-        if not pending:
-            return outcome
-        stored = await store.chunk_hashes(record.table, [doc.document_id for doc, *_ in pending])
-        to_embed: list[tuple[int, str, str]] = []  # (pending index, chunk id, text)
-        writes_reused: list[dict[str, str]] = []
-        for index, (doc, _, _, chunks) in enumerate(pending):
-            reused = {}
-            for position, text in enumerate(chunks):
-                cid = chunk_id(doc.document_id, position)
+            plan.documents.append(_PlannedDocument(doc.document_id, digest, metadata, chunks))
+        stored = await store.chunk_hashes(record.table, [d.document_id for d in plan.documents])
+        for planned in plan.documents:
+            for position, text in enumerate(planned.chunks):
+                cid = chunk_id(planned.document_id, position)
                 if stored.get(cid) == content_hash(text):
-                    reused[cid] = stored[cid]
+                    planned.reused[cid] = stored[cid]
                 else:
-                    to_embed.append((index, cid, text))
-            writes_reused.append(reused)
-        vectors = (
-            (await target.worker.embed_async([text for _, _, text in to_embed])).vectors
-            if to_embed
-            else None
-        )
-        writes = []
-        for index, (doc, metadata, digest, chunks) in enumerate(pending):
-            rows_at = [i for i, item in enumerate(to_embed) if item[0] == index]
-            texts = [to_embed[i][2] for i in rows_at]
+                    planned.to_embed.append(position)
+        return plan
+
+    async def embed(self, plan: Plan) -> Vectors:
+        texts = plan.texts_to_embed()
+        if not texts:
+            return np.zeros((0, plan.target.record.dimensions), dtype=np.float32)
+        return (await plan.target.worker.embed_async(texts)).vectors
+
+    async def write(self, plan: Plan, vectors: Vectors) -> IngestOutcome:
+        """Write every planned document in one transaction."""
+        record = plan.target.record
+        outcome = IngestOutcome(unchanged=list(plan.unchanged))
+        writes, start = [], 0
+        for doc in plan.documents:
+            texts = [doc.chunks[i] for i in doc.to_embed]
             rows = ChunkRows(
-                chunk_ids=[to_embed[i][1] for i in rows_at],
-                vectors=vectors[rows_at] if vectors is not None else _no_vectors(record.dimensions),
+                chunk_ids=[chunk_id(doc.document_id, i) for i in doc.to_embed],
+                vectors=vectors[start : start + len(texts)],
                 model=record.model,
                 contents=texts,
                 content_hashes=[content_hash(t) for t in texts],
-                metadata=[metadata] * len(rows_at),
-                document_ids=[doc.document_id] * len(rows_at),
+                metadata=[doc.metadata] * len(texts),
+                document_ids=[doc.document_id] * len(texts),
             )
-            chunk_ids = [chunk_id(doc.document_id, i) for i in range(len(chunks))]
+            start += len(texts)
+            chunk_ids = [chunk_id(doc.document_id, i) for i in range(len(doc.chunks))]
             writes.append(
                 DocumentWrite(
-                    doc.document_id, digest, metadata, chunk_ids, writes_reused[index], rows
+                    doc.document_id, doc.digest, doc.metadata, chunk_ids, doc.reused, rows
                 )
             )
             outcome.chunks[doc.document_id] = chunk_ids
-        created = await store.write_documents(record.name, writes)
-        for write, new in zip(writes, created, strict=True):
-            (outcome.new if new else outcome.updated).append(write.document_id)
-        outcome.embedded = len(to_embed)
+        if writes:
+            created = await self.service.store.write_documents(record.name, writes)
+            for write, new in zip(writes, created, strict=True):
+                (outcome.new if new else outcome.updated).append(write.document_id)
+        outcome.embedded = start
         return outcome
 
     async def get(self, document_id: str, collection: str | None = None) -> DocumentRecord:
@@ -172,9 +198,3 @@ class DocumentService:
         target = await self.service.target(collection)
         if not await self.service.store.delete_document(target.record.name, document_id):
             raise NotFound(f"document {document_id!r} does not exist", field="documentId")
-
-
-def _no_vectors(dimensions: int) -> Any:
-    import numpy as np
-
-    return np.zeros((0, dimensions), dtype=np.float32)

@@ -69,6 +69,8 @@ class LocalEmbedder:
             raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}", field="backend")
         _force_offline()
         self._name, model_dir = resolve_model_dir(model)
+        self._model_dir = model_dir
+        self._chunking_tokenizer: Any = None
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # we report truncation
@@ -105,8 +107,16 @@ class LocalEmbedder:
 
     @property
     def tokenizer(self) -> Any:
-        """The model's own (Hugging Face) tokenizer, for token-aware chunking."""
-        return self._model.tokenizer
+        """The model's own tokenizer, for token-aware chunking: a separate instance, because
+        Hugging Face fast tokenizers must not be used from two threads at once and the model
+        worker's thread uses the model's."""
+        if self._chunking_tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._chunking_tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+                str(self._model_dir), local_files_only=True
+            )
+        return self._chunking_tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         encoded = self._model.tokenizer(

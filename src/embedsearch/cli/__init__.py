@@ -1,0 +1,19 @@
+"""Command line: `embedsearch serve | embed | search | ingest | collections`.
+
+Heavy imports (torch, onnxruntime, the API) happen inside commands, so --help is instant."""
+
+from __future__ import annotations
+
+import sys
+
+from embedsearch.cli import chunks, collections, ingest, serve
+from embedsearch.cli.common import app
+
+__all__ = ["app", "chunks", "collections", "ingest", "main", "serve"]
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

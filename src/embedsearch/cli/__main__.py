@@ -1,0 +1,3 @@
+from embedsearch.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""`embedsearch collections list | create | drop`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from embedsearch.cli.common import app, run
+from embedsearch.distance import Distance
+
+collections_app = typer.Typer(help="Manage collections.", no_args_is_help=True)
+app.add_typer(collections_app, name="collections")
+
+
+@collections_app.command("list")
+def list_collections(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Collections with their model, dimensions and chunk count."""
+    found = run(lambda service: service.collections())
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {"name": r.name, "model": r.model, "dimensions": r.dimensions, "count": n}
+                    for r, n in found
+                ]
+            )
+        )
+        return
+    for record, count in found:
+        typer.echo(
+            f"{record.name:<20} {record.model:<28} {record.dimensions:>5} dims"
+            f"  {record.distance.value:<13} {count:>9} chunks"
+        )
+
+
+@collections_app.command("create")
+def create_collection(
+    name: Annotated[str, typer.Argument(help="Lowercase letters, digits and _.")],
+    embedder: Annotated[
+        str | None, typer.Option(help="e.g. local:all-MiniLM-L6-v2 (default: the configured one).")
+    ] = None,
+    dimensions: Annotated[int | None, typer.Option(min=1, help="For OpenAI models.")] = None,
+    distance: Annotated[Distance, typer.Option(help="Default distance.")] = Distance.COSINE,
+) -> None:
+    """Create a collection."""
+    record = run(
+        lambda service: service.create_collection(
+            name, embedder=embedder, dimensions=dimensions, distance=distance
+        )
+    )
+    typer.echo(f"created {record.name}: {record.model}, {record.dimensions} dims")
+
+
+@collections_app.command("drop")
+def drop_collection(
+    name: Annotated[str, typer.Argument(help="The collection to drop, with all its chunks.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Drop a collection and everything in it."""
+    if not yes:
+        typer.confirm(f"Drop collection {name!r} and all its chunks?", abort=True)
+    run(lambda service: service.drop_collection(name))
+    typer.echo(f"dropped {name}")

@@ -1,0 +1,97 @@
+"""`embedsearch ingest PATH...`: files and BEIR corpora into a collection, with progress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from embedsearch.chunking import ChunkingOptions
+from embedsearch.cli.common import EXIT_FAILURE, app, run
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files and folders (.txt .md .html .pdf, BEIR .jsonl).")
+    ],
+    collection: Annotated[
+        str | None, typer.Option(help="Collection (default: the brief's).")
+    ] = None,
+    glob: Annotated[str, typer.Option(help="Which files to take inside folders.")] = "**/*",
+    max_tokens: Annotated[
+        int | None, typer.Option(min=8, help="Tokens per chunk (default: the model's window).")
+    ] = None,
+    overlap: Annotated[int, typer.Option(min=0, help="Tokens shared by neighbouring chunks.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Chunk, embed and store documents. Re-runs skip unchanged documents, so an interrupted
+    run can simply be started again."""
+    from embedsearch.documents import DocumentService
+    from embedsearch.ingest.pipeline import Summary
+    from embedsearch.ingest.pipeline import ingest as run_ingest
+    from embedsearch.ingest.readers import count_documents, discover
+
+    sources, missing = discover(paths, glob)
+    options = ChunkingOptions(max_tokens, overlap)
+
+    async def work(service: Any) -> Summary:
+        total = sum(count_documents(s) for s in sources)
+        with _progress(quiet) as progress:
+            task = progress.add_task("ingest", total=total, chunks=0)
+
+            def advance(documents: int, chunks: int) -> None:
+                done = progress.tasks[task].fields["chunks"] + chunks
+                progress.update(task, advance=documents, chunks=done)
+
+            summary: Summary = await run_ingest(
+                DocumentService(service),
+                sources,
+                collection=collection,
+                options=options,
+                on_progress=advance,
+            )
+        summary.failed[:0] = missing
+        return summary
+
+    summary = run(work)
+    rate = summary.chunks_embedded / summary.seconds if summary.seconds else 0.0
+    typer.echo(
+        f"{summary.documents} documents: {summary.new} new, {summary.updated} updated, "
+        f"{summary.unchanged} unchanged, {len(summary.failed)} failed; "
+        f"{summary.chunks_embedded} chunks embedded in {summary.seconds:.1f} s ({rate:.1f} chunks/s)"
+    )
+    for failure in summary.failed:
+        typer.echo(f"failed: {failure.source}: {failure.reason}", err=True)
+    if summary.failed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _progress(quiet: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class ChunkRate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            chunks = task.fields.get("chunks", 0)
+            rate = chunks / task.elapsed if task.elapsed else 0.0
+            return Text(f"{chunks} chunks, {rate:.1f} chunks/s")
+
+    return Progress(
+        TextColumn("documents"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        ChunkRate(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        disable=quiet,
+    )

@@ -1,0 +1,1 @@
+"""Ingestion of files and corpora: read documents, then chunk, embed and store them in batches."""

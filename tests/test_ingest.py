@@ -1,0 +1,193 @@
+"""`embedsearch ingest`: files and BEIR corpora, per-file failures, re-runs, and kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from tests.pdfs import write_blank_pdf, write_text_pdf
+from tests.servers import rows
+
+CLI = [sys.executable, "-m", "embedsearch.cli"]
+SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ingest-data")  # shared: the ONNX export is built once
+
+
+def cli(args: list[str], database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
+    env |= {"EMBEDSEARCH_DATABASE_URL": database_url, "EMBEDSEARCH_DATA_DIR": str(data_dir)}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    (root / "guides").mkdir(parents=True)
+    (root / "guides" / "setup.md").write_text("# Setup\n\nInstall PostgreSQL and pgvector first.\n")
+    (root / "notes.txt").write_text("Mitochondria produce most of the cell's ATP.\n")
+    (root / "page.html").write_text(
+        "<html><head><title>Ferns</title><style>p{}</style></head>"
+        "<body><p>Ferns reproduce with spores.</p><script>alert(1)</script></body></html>"
+    )
+    write_text_pdf(root / "paper.pdf", ["Quantum dots emit light of a", "size-dependent colour."])
+    write_blank_pdf(root / "scan.pdf")
+    (root / "binary.txt").write_bytes(b"\x00\x01\x02 not text")
+    (root / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (root / "empty.md").write_text("   \n")
+    (root / "image.png").write_bytes(b"\x89PNG")  # not a supported type: skipped in folders
+    lines = [
+        json.dumps({"_id": f"d{i}", "title": f"Title {i}", "text": f"Body of document {i}."})
+        for i in range(3)
+    ]
+    (root / "corpus.jsonl").write_text(
+        "\n".join([*lines, "{broken json", json.dumps({"_id": "x"})]) + "\n"
+    )
+    return root
+
+
+def test_ingest_a_folder_reports_each_failure_and_goes_on(
+    folder: Path, database_url: str, data_dir: Path
+) -> None:
+    result = cli(["ingest", str(folder), "--quiet"], database_url, data_dir)
+    assert result.returncode == 1, result.stderr  # some files failed
+    assert "7 documents: 7 new, 0 updated, 0 unchanged, 6 failed" in result.stdout
+    for name, reason in [
+        ("scan.pdf", "no extractable text"),
+        ("binary.txt", "binary file"),
+        ("latin1.txt", "not UTF-8"),
+        ("empty.md", "empty document"),
+        ("corpus.jsonl:4", ""),
+        ("corpus.jsonl:5", "needs string fields _id and text"),
+    ]:
+        assert any(name in line and reason in line for line in result.stderr.splitlines()), (
+            name,
+            result.stderr,
+        )
+    assert "Traceback" not in result.stderr
+    documents = dict(rows(database_url, "SELECT document_id, metadata FROM embedsearch_documents"))
+    assert set(documents) == {
+        "guides/setup.md",
+        "notes.txt",
+        "page.html",
+        "paper.pdf",
+        "d0",
+        "d1",
+        "d2",
+    }
+    assert documents["paper.pdf"]["type"] == "pdf" and documents["d1"]["title"] == "Title 1"
+    texts = dict(rows(database_url, "SELECT document_id, content FROM chunk_embeddings"))
+    assert "size-dependent colour" in texts["paper.pdf"]
+    assert (
+        "Ferns reproduce with spores." in texts["page.html"] and "alert" not in texts["page.html"]
+    )
+
+    found = cli(["search", "quantum dots", "--limit", "1", "--json"], database_url, data_dir)
+    assert json.loads(found.stdout)["results"][0]["chunkId"] == "paper.pdf#0"
+    only_md = cli(
+        ["search", "cells", "--json", "--filter", '{"type": "md"}'], database_url, data_dir
+    )
+    assert [r["chunkId"] for r in json.loads(only_md.stdout)["results"]] == ["guides/setup.md#0"]
+
+    again = cli(["ingest", str(folder), "--quiet"], database_url, data_dir)
+    assert "7 documents: 0 new, 0 updated, 7 unchanged" in again.stdout
+    assert "0 chunks embedded" in again.stdout
+
+    (folder / "notes.txt").write_text("Chloroplasts hold chlorophyll.\n")
+    changed = cli(["ingest", str(folder), "--quiet"], database_url, data_dir)
+    assert "0 new, 1 updated, 6 unchanged" in changed.stdout
+
+
+def test_ingest_into_unknown_collection_and_bad_paths(
+    tmp_path: Path, database_url: str, data_dir: Path
+) -> None:
+    (tmp_path / "a.txt").write_text("hello")
+    unknown = cli(
+        ["ingest", str(tmp_path / "a.txt"), "--collection", "missing", "--quiet"],
+        database_url,
+        data_dir,
+    )
+    assert unknown.returncode == 2 and "collection 'missing' does not exist" in unknown.stderr
+    missing = cli(["ingest", str(tmp_path / "nope"), "--quiet"], database_url, data_dir)
+    assert missing.returncode == 1 and "no such file or folder" in missing.stderr
+    bad_name = cli(["collections", "create", "Bad Name"], database_url, data_dir)
+    assert bad_name.returncode == 2 and "must match" in bad_name.stderr
+
+
+def state(
+    database_url: str, collection: str
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    table = "chunk_embeddings" if collection == "default" else f"c_{collection}"
+    docs = rows(
+        database_url,
+        "SELECT document_id, content_hash, metadata, chunk_count FROM embedsearch_documents"
+        " WHERE collection = %s ORDER BY document_id",
+        (collection,),
+    )
+    chunks = rows(
+        database_url,
+        sql.SQL(
+            "SELECT chunk_id, content_hash, metadata, document_id FROM {} ORDER BY chunk_id"
+        ).format(sql.Identifier(table)),
+    )
+    return docs, chunks
+
+
+def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_ingest(
+    tmp_path: Path, database_url: str, data_dir: Path
+) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(SCIFACT.open().readlines()[:600]))
+    for name in ("whole", "killed"):
+        assert cli(["collections", "create", name], database_url, data_dir).returncode == 0
+    assert (
+        cli(
+            ["ingest", str(corpus), "--collection", "whole", "--quiet"], database_url, data_dir
+        ).returncode
+        == 0
+    )
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
+    env |= {"EMBEDSEARCH_DATABASE_URL": database_url, "EMBEDSEARCH_DATA_DIR": str(data_dir)}
+    process = subprocess.Popen(
+        [*CLI, "ingest", str(corpus), "--collection", "killed", "--quiet"], env=env
+    )
+    deadline = time.monotonic() + 300
+    while (
+        rows(
+            database_url, "SELECT count(*) FROM embedsearch_documents WHERE collection = 'killed'"
+        )[0][0]
+        == 0
+    ):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = rows(
+        database_url, "SELECT count(*) FROM embedsearch_documents WHERE collection = 'killed'"
+    )[0][0]
+    assert 0 < partial < 600  # it really was interrupted
+    # No half documents: every stored document has all its chunks.
+    assert rows(
+        database_url,
+        "SELECT count(*) FROM embedsearch_documents d WHERE collection = 'killed' AND chunk_count <>"
+        " (SELECT count(*) FROM c_killed c WHERE c.document_id = d.document_id)",
+    ) == [(0,)]
+
+    rerun = cli(
+        ["ingest", str(corpus), "--collection", "killed", "--quiet"], database_url, data_dir
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{partial} unchanged" in rerun.stdout
+    assert state(database_url, "killed") == state(database_url, "whole")
