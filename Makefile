@@ -28,8 +28,11 @@ lint: install
 test: lint
 	$(BIN)/pytest -q
 
+# Speed (model, HTTP ingest, concurrency), CLI ingestion, then retrieval quality per backend.
 bench: install
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
