@@ -34,25 +34,40 @@ from embedsearch.embedders.local import BACKENDS, LocalEmbedder
 DEFAULT_BACKEND = Settings.model_fields["backend"].default
 
 
-def model_speed(
-    long_texts: list[str], short_texts: list[str], cache: Path, runs: int
-) -> dict[str, dict[str, float]]:
-    figures: dict[str, dict[str, float]] = {}
+def backend_speed(
+    backend: str, long_texts: list[str], short_texts: list[str], cache: Path, runs: int
+) -> dict[str, float]:
+    """Texts/s (long, short) and single-query latency of one backend, in this process."""
+    embedder = LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=cache)
+    long_s = median_of(runs, lambda: embedder.embed(long_texts))
+    short_s = median_of(runs, lambda: embedder.embed(short_texts))
+    latencies = []
+    for query in short_texts[:200]:
+        start = time.perf_counter()
+        embedder.embed([query])
+        latencies.append(time.perf_counter() - start)
+    return {
+        "long_texts_per_s": len(long_texts) / long_s,
+        "short_texts_per_s": len(short_texts) / short_s,
+        "query_ms": statistics.median(latencies) * 1000,
+    }
+
+
+def model_speed(args: argparse.Namespace, cache: Path) -> dict[str, dict[str, float]]:
+    """Each backend in a fresh process, so one backend's threads never slow another's."""
+    figures = {}
     for backend in BACKENDS:
-        embedder = LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=cache)
-        long_s = median_of(runs, lambda e=embedder: e.embed(long_texts))
-        short_s = median_of(runs, lambda e=embedder: e.embed(short_texts))
-        latencies = []
-        for query in short_texts[:200]:
-            start = time.perf_counter()
-            embedder.embed([query])
-            latencies.append(time.perf_counter() - start)
-        figures[backend] = {
-            "long_texts_per_s": len(long_texts) / long_s,
-            "short_texts_per_s": len(short_texts) / short_s,
-            "query_ms": statistics.median(latencies) * 1000,
-        }
-        del embedder
+        command = [sys.executable, __file__, "--backend-only", backend, "--cache", str(cache)]
+        command += [
+            "--long",
+            str(args.long),
+            "--runs",
+            str(args.runs),
+            "--dataset",
+            str(args.dataset),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        figures[backend] = json.loads(result.stdout.strip().splitlines()[-1])
     return figures
 
 
@@ -114,18 +129,24 @@ def main() -> None:
     parser.add_argument("--ingest", type=int, default=512, help="chunks per ingest run")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per figure (median)")
     parser.add_argument("--quality", action="store_true", help="also run benchmarks/quality.py")
+    parser.add_argument("--backend-only", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     data = beir.load(args.dataset)
     long_texts = data.doc_texts[: args.long]
     short_texts = data.query_texts
+    if args.backend_only:
+        figures = backend_speed(args.backend_only, long_texts, short_texts, args.cache, args.runs)
+        print(json.dumps(figures))
+        return
     words = np.mean([len(t.split()) for t in long_texts])
     work = Path(tempfile.mkdtemp(prefix="embedsearch-bench-"))
     try:
         print(
             f"model: all-MiniLM-L6-v2; long texts: {len(long_texts)} (~{words:.0f} words), short: {len(short_texts)}"
         )
-        speed = model_speed(long_texts, short_texts, work / "cache", args.runs)
+        speed = model_speed(args, work / "cache")
         base = speed["torch"]
         rows = []
         for backend, f in speed.items():
@@ -162,9 +183,9 @@ def main() -> None:
                 http_batch_ingest(default, ids, texts, 64) for _ in range(args.runs)
             )
             sample = data.doc_texts[1000:1032]
-            seq, conc = concurrent_vs_sequential(default, sample, args.runs)
+            seq, conc = concurrent_vs_sequential(default, sample, args.runs + 2)
             short_sample = data.query_texts[:32]
-            short_seq, short_conc = concurrent_vs_sequential(default, short_sample, args.runs)
+            short_seq, short_conc = concurrent_vs_sequential(default, short_sample, args.runs + 2)
         finally:
             default.close()
         torch_server = Server(
