@@ -17,7 +17,56 @@ from tests.pdfs import write_blank_pdf, write_text_pdf
 from tests.servers import rows
 
 CLI = [sys.executable, "-m", "embedsearch.cli"]
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
+WORDS = [
+    "cell",
+    "protein",
+    "gene",
+    "membrane",
+    "signal",
+    "enzyme",
+    "receptor",
+    "tissue",
+    "neuron",
+    "immune",
+    "virus",
+    "bacteria",
+    "model",
+    "data",
+    "network",
+    "layer",
+    "vector",
+    "index",
+    "query",
+    "search",
+    "storage",
+    "cluster",
+    "replica",
+    "shard",
+    "river",
+    "mountain",
+    "forest",
+    "ocean",
+    "climate",
+    "carbon",
+    "energy",
+    "solar",
+    "wind",
+    "soil",
+    "crop",
+    "harvest",
+]
+
+
+def synthetic_corpus(n: int) -> str:
+    """A BEIR-format corpus of n documents of 150-450 words (1-2 chunks each)."""
+    import random
+
+    rng = random.Random(42)
+    lines = []
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(150, 450))) + "."
+        lines.append(json.dumps({"_id": f"doc{i}", "title": f"Document {i}", "text": text}))
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +197,7 @@ def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_ingest(
     tmp_path: Path, database_url: str, data_dir: Path
 ) -> None:
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(SCIFACT.open().readlines()[:600]))
+    corpus.write_text(synthetic_corpus(600))
     for name in ("whole", "killed"):
         assert cli(["collections", "create", name], database_url, data_dir).returncode == 0
     assert (
@@ -191,3 +240,48 @@ def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_ingest(
     assert rerun.returncode == 0, rerun.stderr
     assert f"{partial} unchanged" in rerun.stdout
     assert state(database_url, "killed") == state(database_url, "whole")
+
+
+def test_cli_ingest_while_the_server_runs_on_the_same_data_dir(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Both processes share the embedded PostgreSQL of one data dir; the server sees the ingest."""
+    import httpx
+
+    from tests.servers import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
+    env |= {"EMBEDSEARCH_DATA_DIR": str(data_dir)}
+    port = free_port()
+    server = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline
+            try:
+                if httpx.get(url + "/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        (tmp_path / "shared.md").write_text("Tardigrades survive in outer space.")
+        result = subprocess.run(
+            [*CLI, "ingest", str(tmp_path / "shared.md"), "--quiet"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        hits = httpx.post(
+            url + "/search/pgvector", json={"query": "tardigrade", "limit": 1}
+        ).json()["results"]
+        assert hits[0]["chunkId"] == "shared.md#0"
+        assert (
+            httpx.get(url + "/readyz").status_code == 200
+        )  # the CLI's exit left the server's database up
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
