@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     # Request limits.
     max_text_chars: int = Field(default=100_000, ge=1)
     max_batch_items: int = Field(default=1000, ge=1)
+    max_document_chars: int = Field(default=10_000_000, ge=1)
 
     # Database.
     pool_min_size: int = Field(default=1, ge=0)

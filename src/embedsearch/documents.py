@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,9 +45,8 @@ def chunk_id(document_id: str, index: int) -> str:
 
 def document_hash(text: str, metadata: dict[str, Any], options: ChunkingOptions) -> str:
     """Identifies a document version: its text, metadata and how it was chunked."""
-    return content_hash(
-        f"{options.max_tokens}/{options.overlap}\x1f{sorted(metadata.items())!r}\x1f{text}"
-    )
+    settings = json.dumps([options.max_tokens, options.overlap, metadata], sort_keys=True)
+    return content_hash(f"{settings}\x1f{text}")
 
 
 @dataclass
@@ -70,31 +70,23 @@ class Plan:
     def texts_to_embed(self) -> list[str]:
         return [doc.chunks[i] for doc in self.documents for i in doc.to_embed]
 
-    @property
-    def chunk_count(self) -> int:
-        return sum(len(doc.chunks) for doc in self.documents)
-
 
 class DocumentService:
     def __init__(self, service: SearchService) -> None:
         self.service = service
 
-    def validate(self, documents: Sequence[DocumentInput], field: str = "documents") -> None:
+    def validate(self, documents: Sequence[DocumentInput]) -> None:
+        """Fields are named as in POST /documents ("text"), or "documents[i].text" for several."""
         seen = set()
         for index, doc in enumerate(documents):
-            where = field if len(documents) == 1 else f"{field}[{index}]"
-            check_document_id(
-                doc.document_id,
-                field="documentId" if len(documents) == 1 else f"{where}.documentId",
-            )
-            check_text(
-                doc.text,
-                max_chars=self.service.max_text_chars * 100,
-                field="text" if len(documents) == 1 else f"{where}.text",
-            )
-            check_metadata(doc.metadata)
+            prefix = "" if len(documents) == 1 else f"documents[{index}]."
+            check_document_id(doc.document_id, field=f"{prefix}documentId")
+            check_text(doc.text, max_chars=self.service.max_document_chars, field=f"{prefix}text")
+            check_metadata(doc.metadata, field=f"{prefix}metadata")
             if doc.document_id in seen:
-                raise InvalidInput(f"document {doc.document_id!r} appears twice", field=where)
+                raise InvalidInput(
+                    f"document {doc.document_id!r} appears twice", field=f"{prefix}documentId"
+                )
             seen.add(doc.document_id)
 
     async def put(

@@ -66,4 +66,5 @@ async def open_service(
             store,
             max_text_chars=settings.max_text_chars,
             max_batch_items=settings.max_batch_items,
+            max_document_chars=settings.max_document_chars,
         )

@@ -80,11 +80,13 @@ class SearchService:
         *,
         max_text_chars: int,
         max_batch_items: int = 1000,
+        max_document_chars: int = 10_000_000,
     ) -> None:
         self.embedders = embedders
         self.store = store
         self.max_text_chars = max_text_chars
         self.max_batch_items = max_batch_items
+        self.max_document_chars = max_document_chars
 
     @property
     def worker(self) -> EmbeddingWorker:

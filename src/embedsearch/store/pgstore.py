@@ -38,8 +38,15 @@ _HNSW_MAX_EF_SEARCH = 1000
 Connection = psycopg.AsyncConnection[Any]
 
 
-class StaleDocument(Exception):
-    """A chunk assumed unchanged was rewritten by someone else meanwhile; redo the write."""
+class StaleDocument(Conflict):
+    """A chunk assumed unchanged was rewritten by someone else meanwhile; redo the write
+    (callers retry; after that it reaches the client as 409)."""
+
+    def __init__(self, document_id: str) -> None:
+        super().__init__(
+            f"document {document_id!r} was changed by another writer at the same time; retry",
+            field="documentId",
+        )
 
 
 @asynccontextmanager
