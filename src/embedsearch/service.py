@@ -87,6 +87,7 @@ class SearchService:
         self.max_text_chars = max_text_chars
         self.max_batch_items = max_batch_items
         self.max_document_chars = max_document_chars
+        self._default: CollectionRecord | None = None
 
     @property
     def worker(self) -> EmbeddingWorker:
@@ -105,9 +106,13 @@ class SearchService:
     async def target(self, collection: str | None) -> Target:
         """Look a collection up (404 if missing) with the worker of its model."""
         name = check_collection_name(collection or DEFAULT_COLLECTION)
-        record = await self.store.get_collection(name)
+        # The default collection cannot be dropped and its model is fixed: look it up once.
+        record = self._default if name == DEFAULT_COLLECTION else None
+        record = record or await self.store.get_collection(name)
         if record is None:
             raise NotFound(f"collection {name!r} does not exist", field="collection")
+        if name == DEFAULT_COLLECTION:
+            self._default = record
         if name == DEFAULT_COLLECTION or record.embedder is None:
             worker = self.worker
         else:
