@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -111,47 +112,50 @@ def test_dimensions_setting_is_passed_to_the_provider(
     assert rows(database_url, "SELECT vector_dims(embedding) FROM chunk_embeddings") == [(128,)]
 
 
-def test_rate_limits_are_retried(
-    server: LiveServer, embedded_pg: EmbeddedPostgres, tmp_path: Path
-) -> None:
-    proxy = FlakyProxy(server.url, fail_first=0)
+@contextmanager
+def behind_proxy(
+    server: LiveServer, embedded_pg: EmbeddedPostgres, tmp_path: Path, *, status: int, retries: int
+) -> Iterator[tuple[FlakyProxy, httpx.Client, str]]:
+    """Our service on the OpenAI provider, talking to `server` through a flaky proxy.
+    Yields (proxy, client of our service, its database URL)."""
+    proxy = FlakyProxy(server.url, fail_first=0, status=status)
     try:
         database_url = create_database(embedded_pg.url)
-        settings = openai_settings(proxy.url + "/v1", database_url, tmp_path, openai_max_retries=3)
+        settings = openai_settings(
+            proxy.url + "/v1", database_url, tmp_path, openai_max_retries=retries
+        )
         with (
             live_server(create_app(settings)) as remote,
             httpx.Client(base_url=remote.url, timeout=60) as http,
         ):
-            before = proxy.requests
-            proxy.fail_first = before + 2  # the next two calls get 429
-            response = http.post("/embed", json={"chunkId": "a", "text": "hello"})
-            assert response.status_code == 200, response.text
-            assert proxy.requests == before + 3
+            yield proxy, http, database_url
     finally:
         proxy.close()
+
+
+def test_rate_limits_are_retried(
+    server: LiveServer, embedded_pg: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    with behind_proxy(server, embedded_pg, tmp_path, status=429, retries=3) as (proxy, http, _):
+        before = proxy.requests
+        proxy.fail_first = before + 2  # the next two calls get 429
+        response = http.post("/embed", json={"chunkId": "a", "text": "hello"})
+        assert response.status_code == 200, response.text
+        assert proxy.requests == before + 3
 
 
 @pytest.mark.parametrize("status", [500, 429])
 def test_provider_failure_is_a_502_and_stores_nothing(
     server: LiveServer, embedded_pg: EmbeddedPostgres, tmp_path: Path, status: int
 ) -> None:
-    proxy = FlakyProxy(server.url, fail_first=0, status=status)
-    try:
-        database_url = create_database(embedded_pg.url)
-        settings = openai_settings(proxy.url + "/v1", database_url, tmp_path, openai_max_retries=1)
-        with (
-            live_server(create_app(settings)) as remote,
-            httpx.Client(base_url=remote.url, timeout=60) as http,
-        ):
-            proxy.fail_first = 10**9  # from now on every call fails
-            response = http.post("/embed", json={"chunkId": "a", "text": "hello"})
-            assert response.status_code == 502
-            error = response.json()["error"]
-            assert error["code"] == "provider_unavailable" and str(status) in error["message"]
-            search = http.post("/search/pgvector", json={"query": "hello"})
-            assert search.status_code == 502
-    finally:
-        proxy.close()
+    with behind_proxy(server, embedded_pg, tmp_path, status=status, retries=1) as proxy_http_db:
+        proxy, http, database_url = proxy_http_db
+        proxy.fail_first = 10**9  # from now on every call fails
+        response = http.post("/embed", json={"chunkId": "a", "text": "hello"})
+        assert response.status_code == 502
+        error = response.json()["error"]
+        assert error["code"] == "provider_unavailable" and str(status) in error["message"]
+        assert http.post("/search/pgvector", json={"query": "hello"}).status_code == 502
     assert rows(database_url, "SELECT count(*) FROM chunk_embeddings") == [(0,)]
 
 
