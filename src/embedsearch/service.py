@@ -12,6 +12,7 @@ from embedsearch.embedders.base import EmbeddingBatch
 from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.embedders.worker import EmbeddingWorker
 from embedsearch.errors import Conflict, InvalidInput, ModelMismatch, NotFound, PayloadTooLarge
+from embedsearch.search_mode import SearchMode
 from embedsearch.store import ChunkRows, PgStore, SearchHit
 from embedsearch.store.pgstore import DEFAULT_COLLECTION
 from embedsearch.store.records import ChunkRecord, CollectionRecord
@@ -252,10 +253,7 @@ class SearchService:
         collection: str | None = None,
         filter_: dict[str, Any] | None = None,
     ) -> SearchOutcome:
-        check_text(query, max_chars=self.max_text_chars, field="query")
-        check_limit(limit)
-        if filter_ is not None and not isinstance(filter_, dict):
-            raise InvalidInput("filter must be a JSON object", field="filter")
+        self._check_search(query, limit, filter_)
         target = await self.target(collection)
         distance = distance or target.record.distance
         batch = await target.worker.embed_async([query])
@@ -268,6 +266,42 @@ class SearchService:
         )
         return SearchOutcome(
             hits, target.record.model, distance, batch.truncated[0], target.record.name
+        )
+
+    def _check_search(self, query: str, limit: int, filter_: dict[str, Any] | None) -> None:
+        check_text(query, max_chars=self.max_text_chars, field="query")
+        check_limit(limit)
+        if filter_ is not None and not isinstance(filter_, dict):
+            raise InvalidInput("filter must be a JSON object", field="filter")
+
+    async def search_any(
+        self,
+        query: str,
+        *,
+        mode: SearchMode,
+        limit: int = 5,
+        distance: Distance | None = None,
+        collection: str | None = None,
+        filter_: dict[str, Any] | None = None,
+        rrf_k: int = 60,
+    ) -> SearchOutcome:
+        """Dense, lexical or hybrid search (POST /search)."""
+        if mode is SearchMode.DENSE:
+            return await self.search(
+                query, limit=limit, distance=distance, collection=collection, filter_=filter_
+            )
+        self._check_search(query, limit, filter_)
+        target = await self.target(collection)
+        vector, truncated = None, False
+        if mode is SearchMode.HYBRID:
+            batch = await target.worker.embed_async([query])
+            vector, truncated = batch.vectors[0], batch.truncated[0]
+        hits = await self.store.search_text(
+            query, vector, limit=limit, table=target.record.table, filter_=filter_, rrf_k=rrf_k
+        )
+        record = target.record
+        return SearchOutcome(
+            hits, record.model, distance or record.distance, truncated, record.name
         )
 
     async def embed_texts(self, texts: list[str], field: str = "input") -> EmbeddingBatch:

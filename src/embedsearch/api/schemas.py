@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from embedsearch.distance import Distance
+from embedsearch.search_mode import SearchMode
 from embedsearch.validation import MAX_CHUNK_ID_CHARS, MAX_LIMIT
 
 CollectionField = Field(
@@ -63,10 +64,18 @@ class SearchRequest(BaseModel):
     )
 
 
+class SearchAnyRequest(SearchRequest):
+    mode: SearchMode = Field(
+        default=SearchMode.DENSE,
+        description="dense (vector distance), lexical (full-text), hybrid (RRF of both)",
+    )
+    rrfK: int = Field(default=60, ge=1, le=1000, description="k of Reciprocal Rank Fusion")
+
+
 class SearchResult(BaseModel):
     chunkId: str
     documentId: str | None = None
-    score: float = Field(
+    score: float = Field(  # for /search in lexical or hybrid mode: larger is better
         description="pgvector distance for the requested metric; smaller is closer."
     )
     text: str | None = None
@@ -75,6 +84,7 @@ class SearchResult(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchResult]
+    mode: SearchMode = SearchMode.DENSE
     collection: str
     model: str
     distance: Distance

@@ -205,6 +205,35 @@ class PgStore:
         hits.sort(key=lambda hit: hit.score)
         return hits
 
+    async def search_text(
+        self,
+        text: str,
+        query: np.ndarray[Any, Any] | None,
+        *,
+        limit: int,
+        table: str = DEFAULT_TABLE,
+        filter_: dict[str, Any] | None = None,
+        rrf_k: int = 60,
+    ) -> list[SearchHit]:
+        """Lexical search (query None) or hybrid search (dense + lexical, fused with RRF).
+        Scores: larger is better."""
+        condition, params = compile_filter(filter_)
+        candidates = min(max(limit * 4, _HNSW_DEFAULT_EF_SEARCH), _HNSW_MAX_EF_SEARCH)
+        params |= {"text": text, "limit": limit, "query": query, "k": candidates, "rrf_k": rrf_k}
+        statement = (
+            sql.lexical_search(table, condition)
+            if query is None
+            else sql.hybrid_search(table, condition)
+        )
+        async with self._transaction() as conn:
+            if query is not None:
+                if candidates > _HNSW_DEFAULT_EF_SEARCH:
+                    await conn.execute(sql.SET_EF_SEARCH, (str(candidates),))
+                if filter_ is not None:
+                    await conn.execute(sql.SET_ITERATIVE_SCAN)
+            rows = await (await conn.execute(statement, params)).fetchall()
+        return [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
+
     async def get_chunk(self, chunk_id: str, table: str = DEFAULT_TABLE) -> ChunkRecord | None:
         async with self._connection() as conn:
             row = await (await conn.execute(sql.get_chunk(table), (chunk_id,))).fetchone()

@@ -88,12 +88,16 @@ ALTER TABLE {table}
     ADD COLUMN IF NOT EXISTS content      TEXT,
     ADD COLUMN IF NOT EXISTS content_hash TEXT,
     ADD COLUMN IF NOT EXISTS metadata     JSONB NOT NULL DEFAULT '{{}}',
-    ADD COLUMN IF NOT EXISTS document_id  TEXT;
+    ADD COLUMN IF NOT EXISTS document_id  TEXT,
+    ADD COLUMN IF NOT EXISTS content_tsv  tsvector
+        GENERATED ALWAYS AS (to_tsvector('english', coalesce(content, ''))) STORED;
 CREATE INDEX IF NOT EXISTS {doc_index} ON {table} (document_id);
-CREATE INDEX IF NOT EXISTS {meta_index} ON {table} USING gin (metadata jsonb_path_ops)""").format(
+CREATE INDEX IF NOT EXISTS {meta_index} ON {table} USING gin (metadata jsonb_path_ops);
+CREATE INDEX IF NOT EXISTS {text_index} ON {table} USING gin (content_tsv)""").format(
         table=sql.Identifier(table),
         doc_index=sql.Identifier(f"{table}_document_id"),
         meta_index=sql.Identifier(f"{table}_metadata"),
+        text_index=sql.Identifier(f"{table}_content_tsv"),
     )
 
 
@@ -193,6 +197,46 @@ WITH nearest AS MATERIALIZED (
 SELECT chunk_id, score, content, metadata, document_id FROM nearest ORDER BY cosine""").format(
         op=sql.SQL(distance.operator), table=sql.Identifier(table), condition=condition
     )
+
+
+def lexical_search(table: str, condition: sql.Composable) -> sql.Composed:
+    """Full-text search: websearch syntax ("quoted phrases", -exclusions, or), ranked by
+    ts_rank_cd (larger is better)."""
+    return sql.SQL("""
+SELECT chunk_id, ts_rank_cd(content_tsv, q) AS score, content, metadata, document_id
+FROM {table}, websearch_to_tsquery('english', %(text)s) AS q
+WHERE content_tsv @@ q AND {condition}
+ORDER BY score DESC, chunk_id
+LIMIT %(limit)s""").format(table=sql.Identifier(table), condition=condition)
+
+
+def hybrid_search(table: str, condition: sql.Composable) -> sql.Composed:
+    """Reciprocal Rank Fusion of the dense (cosine index) and lexical top-k lists, in one
+    round trip: score = sum over lists of 1 / (rrf_k + rank); larger is better."""
+    return sql.SQL("""
+WITH dense AS MATERIALIZED (
+    SELECT chunk_id, row_number() OVER (ORDER BY distance) AS rank
+    FROM (
+        SELECT chunk_id, embedding <=> %(query)s AS distance FROM {table}
+        WHERE {condition} ORDER BY embedding <=> %(query)s LIMIT %(k)s
+    ) AS nearest
+), lexical AS MATERIALIZED (
+    SELECT chunk_id, row_number() OVER (ORDER BY rank_cd DESC, chunk_id) AS rank
+    FROM (
+        SELECT chunk_id, ts_rank_cd(content_tsv, q) AS rank_cd
+        FROM {table}, websearch_to_tsquery('english', %(text)s) AS q
+        WHERE content_tsv @@ q AND {condition}
+        ORDER BY rank_cd DESC, chunk_id LIMIT %(k)s
+    ) AS matched
+), fused AS (
+    SELECT chunk_id, sum(1.0 / (%(rrf_k)s + rank)) AS score
+    FROM (SELECT * FROM dense UNION ALL SELECT * FROM lexical) AS ranks
+    GROUP BY chunk_id
+)
+SELECT c.chunk_id, f.score, c.content, c.metadata, c.document_id
+FROM fused AS f JOIN {table} AS c USING (chunk_id)
+ORDER BY f.score DESC, c.chunk_id
+LIMIT %(limit)s""").format(table=sql.Identifier(table), condition=condition)
 
 
 def count_rows(table: str) -> sql.Composed:

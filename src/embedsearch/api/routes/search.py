@@ -1,13 +1,42 @@
-"""POST /search/pgvector: the brief's similarity search."""
+"""POST /search/pgvector (the brief's similarity search) and POST /search (dense, lexical or
+hybrid)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from embedsearch.api.deps import ServiceDep
-from embedsearch.api.schemas import ERROR_RESPONSES, SearchRequest, SearchResponse, SearchResult
+from embedsearch.api.schemas import (
+    ERROR_RESPONSES,
+    SearchAnyRequest,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+)
+from embedsearch.search_mode import SearchMode
+from embedsearch.service import SearchOutcome
 
 router = APIRouter(tags=["search"])
+
+
+def _response(outcome: SearchOutcome, mode: SearchMode) -> SearchResponse:
+    return SearchResponse(
+        results=[
+            SearchResult(
+                chunkId=hit.chunk_id,
+                documentId=hit.document_id,
+                score=hit.score,
+                text=hit.text,
+                metadata=hit.metadata,
+            )
+            for hit in outcome.hits
+        ],
+        mode=mode,
+        collection=outcome.collection,
+        model=outcome.model,
+        distance=outcome.distance,
+        queryTruncated=outcome.query_truncated,
+    )
 
 
 @router.post("/search/pgvector", response_model=SearchResponse, responses=ERROR_RESPONSES)
@@ -20,19 +49,21 @@ async def search_pgvector(body: SearchRequest, service: ServiceDep) -> SearchRes
         collection=body.collection,
         filter_=body.filter,
     )
-    return SearchResponse(
-        results=[
-            SearchResult(
-                chunkId=hit.chunk_id,
-                documentId=hit.document_id,
-                score=hit.score,
-                text=hit.text,
-                metadata=hit.metadata,
-            )
-            for hit in outcome.hits
-        ],
-        collection=outcome.collection,
-        model=outcome.model,
-        distance=outcome.distance,
-        queryTruncated=outcome.query_truncated,
+    return _response(outcome, SearchMode.DENSE)
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
+async def search(body: SearchAnyRequest, service: ServiceDep) -> SearchResponse:
+    """Dense (as /search/pgvector: distance, smallest first), lexical (PostgreSQL full-text
+    search with websearch syntax; ts_rank_cd, largest first) or hybrid (Reciprocal Rank Fusion
+    of both lists; RRF score, largest first)."""
+    outcome = await service.search_any(
+        body.query,
+        mode=body.mode,
+        limit=body.limit,
+        distance=body.distance,
+        collection=body.collection,
+        filter_=body.filter,
+        rrf_k=body.rrfK,
     )
+    return _response(outcome, body.mode)

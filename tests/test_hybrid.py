@@ -1,0 +1,87 @@
+"""POST /search: lexical (PostgreSQL full-text search) and hybrid (RRF) modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+CHUNKS = {
+    "ids": "The error code XJ-42 means the disk quota was exceeded.",
+    "quota": "Storage quotas limit how much disk space each user may fill.",
+    "cats": "Cats sleep for most of the day and hunt at dawn.",
+    "dogs": "Dogs were domesticated from wolves thousands of years ago.",
+    "pasta": "Boil the pasta in salted water until it is al dente.",
+}
+
+
+@pytest.fixture
+def seeded(client: httpx.Client) -> httpx.Client:
+    items = [
+        {"chunkId": cid, "text": text, "metadata": {"pets": cid in ("cats", "dogs")}}
+        for cid, text in CHUNKS.items()
+    ]
+    assert client.post("/embed/batch", json={"items": items}).status_code == 200
+    return client
+
+
+def search(client: httpx.Client, **body: Any) -> list[dict[str, Any]]:
+    response = client.post("/search", json={"limit": 5} | body)
+    assert response.status_code == 200, response.text
+    return list(response.json()["results"])
+
+
+def test_lexical_finds_exact_terms_ranked_by_ts_rank(seeded: httpx.Client) -> None:
+    results = search(seeded, query="XJ-42", mode="lexical")
+    assert [r["chunkId"] for r in results] == ["ids"]
+    quota = search(seeded, query="disk quota", mode="lexical")
+    assert {r["chunkId"] for r in quota} == {"ids", "quota"}  # stemmed: quota/quotas
+    assert [r["score"] for r in quota] == sorted((r["score"] for r in quota), reverse=True)
+    assert search(seeded, query="quantum chromodynamics", mode="lexical") == []
+
+
+def test_lexical_websearch_syntax_and_hostile_queries(seeded: httpx.Client) -> None:
+    assert [r["chunkId"] for r in search(seeded, query="disk -quotas", mode="lexical")] == []
+    assert [r["chunkId"] for r in search(seeded, query='"disk quota"', mode="lexical")] == ["ids"]
+    for hostile in ['"', "&|!():*", "'; DROP TABLE chunk_embeddings; --", "\\"]:
+        assert search(seeded, query=hostile, mode="lexical") == []
+    assert len(search(seeded, query="cats", mode="dense")) == 5  # the table is intact
+
+
+def test_hybrid_fuses_both_lists(seeded: httpx.Client) -> None:
+    results = search(seeded, query="XJ-42 disk quota error", mode="hybrid")
+    ids = [r["chunkId"] for r in results]
+    assert ids[0] == "ids"  # first in both lists
+    assert set(ids) == set(CHUNKS)  # dense contributes the rest
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    top = results[0]["score"]
+    assert top == pytest.approx(1 / 61 + 1 / 61)  # rank 1 in both lists, k = 60
+    smaller_k = search(seeded, query="XJ-42 disk quota error", mode="hybrid", rrfK=1)
+    assert smaller_k[0]["score"] == pytest.approx(1.0)
+
+
+def test_modes_respect_filters_and_dense_matches_the_brief_endpoint(seeded: httpx.Client) -> None:
+    pets = search(seeded, query="animals", mode="hybrid", filter={"pets": True})
+    assert {r["chunkId"] for r in pets} == {"cats", "dogs"}
+    assert search(seeded, query="cats", mode="lexical", filter={"pets": False}) == []
+    dense = search(seeded, query="animals", mode="dense")
+    brief = seeded.post("/search/pgvector", json={"query": "animals"}).json()["results"]
+    assert dense == brief
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"query": "x", "mode": "semantic"}, "mode"),
+        ({"query": "x", "mode": "hybrid", "rrfK": 0}, "rrfK"),
+        ({"query": "", "mode": "lexical"}, "query"),
+        ({"query": "x", "mode": "lexical", "limit": 0}, "limit"),
+        ({"query": "x", "mode": "hybrid", "filter": {"a b": 1}}, "filter.a b"),
+        ({"query": "x", "mode": "lexical", "collection": "missing"}, "collection"),
+    ],
+)
+def test_bad_search_requests(seeded: httpx.Client, body: dict[str, Any], field: str) -> None:
+    response = seeded.post("/search", json=body)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["field"] == field
