@@ -7,16 +7,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from embedsearch.distance import Distance
 from embedsearch.embedders.base import EmbeddingBatch
 from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.embedders.worker import EmbeddingWorker
 from embedsearch.errors import Conflict, InvalidInput, ModelMismatch, NotFound, PayloadTooLarge
+from embedsearch.mmr import mmr as maximal_marginal_relevance
 from embedsearch.search_mode import SearchMode
 from embedsearch.store import ChunkRows, PgStore, SearchHit
 from embedsearch.store.pgstore import DEFAULT_COLLECTION
 from embedsearch.store.records import ChunkRecord, CollectionRecord
 from embedsearch.validation import (
+    MAX_LIMIT,
     check_chunk_id,
     check_collection_name,
     check_embedder_spec,
@@ -63,6 +67,23 @@ class SearchOutcome:
     distance: Distance
     query_truncated: bool
     collection: str
+
+
+@dataclass(frozen=True)
+class MmrOptions:
+    """Maximal Marginal Relevance: pick `limit` of the top `fetch_k` results, trading relevance
+    (lambda_ = 1) against novelty (lambda_ = 0)."""
+
+    lambda_: float = 0.5
+    fetch_k: int = 20
+
+    def check(self, limit: int) -> None:
+        if not 0.0 <= self.lambda_ <= 1.0:
+            raise InvalidInput("mmr.lambda must be between 0 and 1", field="mmr.lambda")
+        if not limit <= self.fetch_k <= MAX_LIMIT:
+            raise InvalidInput(
+                f"mmr.fetchK must be between limit ({limit}) and {MAX_LIMIT}", field="mmr.fetchK"
+            )
 
 
 @dataclass(frozen=True)
@@ -253,26 +274,15 @@ class SearchService:
         collection: str | None = None,
         filter_: dict[str, Any] | None = None,
     ) -> SearchOutcome:
-        self._check_search(query, limit, filter_)
-        target = await self.target(collection)
-        distance = distance or target.record.distance
-        batch = await target.worker.embed_async([query])
-        hits = await self.store.search(
-            batch.vectors[0],
+        """Dense search: the brief's /search/pgvector."""
+        return await self.search_any(
+            query,
+            mode=SearchMode.DENSE,
             limit=limit,
             distance=distance,
-            table=target.record.table,
+            collection=collection,
             filter_=filter_,
         )
-        return SearchOutcome(
-            hits, target.record.model, distance, batch.truncated[0], target.record.name
-        )
-
-    def _check_search(self, query: str, limit: int, filter_: dict[str, Any] | None) -> None:
-        check_text(query, max_chars=self.max_text_chars, field="query")
-        check_limit(limit)
-        if filter_ is not None and not isinstance(filter_, dict):
-            raise InvalidInput("filter must be a JSON object", field="filter")
 
     async def search_any(
         self,
@@ -284,25 +294,39 @@ class SearchService:
         collection: str | None = None,
         filter_: dict[str, Any] | None = None,
         rrf_k: int = 60,
+        mmr: MmrOptions | None = None,
     ) -> SearchOutcome:
-        """Dense, lexical or hybrid search (POST /search)."""
-        if mode is SearchMode.DENSE:
-            return await self.search(
-                query, limit=limit, distance=distance, collection=collection, filter_=filter_
-            )
-        self._check_search(query, limit, filter_)
+        """Dense, lexical or hybrid search (POST /search), optionally re-ranked with MMR."""
+        check_text(query, max_chars=self.max_text_chars, field="query")
+        check_limit(limit)
+        if filter_ is not None and not isinstance(filter_, dict):
+            raise InvalidInput("filter must be a JSON object", field="filter")
+        if mmr is not None:
+            mmr.check(limit)
         target = await self.target(collection)
+        record = target.record
+        distance = distance or record.distance
+        fetch = mmr.fetch_k if mmr is not None else limit
         vector, truncated = None, False
-        if mode is SearchMode.HYBRID:
+        if mode is not SearchMode.LEXICAL or mmr is not None:
             batch = await target.worker.embed_async([query])
             vector, truncated = batch.vectors[0], batch.truncated[0]
-        hits = await self.store.search_text(
-            query, vector, limit=limit, table=target.record.table, filter_=filter_, rrf_k=rrf_k
-        )
-        record = target.record
-        return SearchOutcome(
-            hits, record.model, distance or record.distance, truncated, record.name
-        )
+        if mode is SearchMode.DENSE:
+            assert vector is not None
+            hits = await self.store.search(
+                vector, limit=fetch, distance=distance, table=record.table, filter_=filter_
+            )
+        else:
+            hybrid_vector = vector if mode is SearchMode.HYBRID else None
+            hits = await self.store.search_text(
+                query, hybrid_vector, limit=fetch, table=record.table, filter_=filter_, rrf_k=rrf_k
+            )
+        if mmr is not None and vector is not None and hits:
+            stored = await self.store.vectors([hit.chunk_id for hit in hits], record.table)
+            candidates = np.stack([stored[hit.chunk_id] for hit in hits])
+            order = maximal_marginal_relevance(vector, candidates, limit=limit, lambda_=mmr.lambda_)
+            hits = [hits[i] for i in order]
+        return SearchOutcome(hits, record.model, distance, truncated, record.name)
 
     async def embed_texts(self, texts: list[str], field: str = "input") -> EmbeddingBatch:
         for index, text in enumerate(texts):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from embedsearch.distance import Distance
 from embedsearch.search_mode import SearchMode
@@ -64,12 +64,28 @@ class SearchRequest(BaseModel):
     )
 
 
+class MmrRequest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    lambda_: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        alias="lambda",
+        description="1: relevance only; 0: novelty only",
+    )
+    fetchK: int = Field(default=20, ge=1, le=MAX_LIMIT, description="Candidates to re-rank.")
+
+
 class SearchAnyRequest(SearchRequest):
     mode: SearchMode = Field(
         default=SearchMode.DENSE,
         description="dense (vector distance), lexical (full-text), hybrid (RRF of both)",
     )
     rrfK: int = Field(default=60, ge=1, le=1000, description="k of Reciprocal Rank Fusion")
+    mmr: MmrRequest | None = Field(
+        default=None, description="Re-rank for diversity with Maximal Marginal Relevance."
+    )
 
 
 class SearchResult(BaseModel):

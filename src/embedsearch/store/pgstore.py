@@ -234,6 +234,14 @@ class PgStore:
             rows = await (await conn.execute(statement, params)).fetchall()
         return [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
 
+    async def vectors(self, chunk_ids: Sequence[str], table: str = DEFAULT_TABLE) -> dict[str, Any]:
+        """Stored vectors (float32 arrays) by chunk id."""
+        async with self._connection() as conn:
+            cur = await conn.execute(sql.chunk_vectors(table), (list(chunk_ids),))
+            return {
+                r[0]: np.asarray(r[1].to_numpy(), dtype=np.float32) for r in await cur.fetchall()
+            }
+
     async def get_chunk(self, chunk_id: str, table: str = DEFAULT_TABLE) -> ChunkRecord | None:
         async with self._connection() as conn:
             row = await (await conn.execute(sql.get_chunk(table), (chunk_id,))).fetchone()

@@ -239,6 +239,12 @@ ORDER BY f.score DESC, c.chunk_id
 LIMIT %(limit)s""").format(table=sql.Identifier(table), condition=condition)
 
 
+def chunk_vectors(table: str) -> sql.Composed:
+    return sql.SQL("SELECT chunk_id, embedding FROM {} WHERE chunk_id = ANY(%s)").format(
+        sql.Identifier(table)
+    )
+
+
 def count_rows(table: str) -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
 

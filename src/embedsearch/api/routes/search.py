@@ -14,7 +14,7 @@ from embedsearch.api.schemas import (
     SearchResult,
 )
 from embedsearch.search_mode import SearchMode
-from embedsearch.service import SearchOutcome
+from embedsearch.service import MmrOptions, SearchOutcome
 
 router = APIRouter(tags=["search"])
 
@@ -56,7 +56,9 @@ async def search_pgvector(body: SearchRequest, service: ServiceDep) -> SearchRes
 async def search(body: SearchAnyRequest, service: ServiceDep) -> SearchResponse:
     """Dense (as /search/pgvector: distance, smallest first), lexical (PostgreSQL full-text
     search with websearch syntax; ts_rank_cd, largest first) or hybrid (Reciprocal Rank Fusion
-    of both lists; RRF score, largest first)."""
+    of both lists; RRF score, largest first). With `mmr`, the top `fetchK` results are
+    re-ranked for diversity and returned in MMR order (relevance there is cosine similarity
+    to the query; scores are those of the mode)."""
     outcome = await service.search_any(
         body.query,
         mode=body.mode,
@@ -65,5 +67,6 @@ async def search(body: SearchAnyRequest, service: ServiceDep) -> SearchResponse:
         collection=body.collection,
         filter_=body.filter,
         rrf_k=body.rrfK,
+        mmr=MmrOptions(body.mmr.lambda_, body.mmr.fetchK) if body.mmr else None,
     )
     return _response(outcome, body.mode)
