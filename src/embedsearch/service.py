@@ -295,6 +295,8 @@ class SearchService:
         filter_: dict[str, Any] | None = None,
         rrf_k: int = 60,
         mmr: MmrOptions | None = None,
+        exact: bool = False,
+        ef_search: int | None = None,
     ) -> SearchOutcome:
         """Dense, lexical or hybrid search (POST /search), optionally re-ranked with MMR."""
         check_text(query, max_chars=self.max_text_chars, field="query")
@@ -314,7 +316,13 @@ class SearchService:
         if mode is SearchMode.DENSE:
             assert vector is not None
             hits = await self.store.search(
-                vector, limit=fetch, distance=distance, table=record.table, filter_=filter_
+                vector,
+                limit=fetch,
+                distance=distance,
+                table=record.table,
+                filter_=filter_,
+                exact=exact,
+                ef_search=ef_search,
             )
         else:
             hybrid_vector = vector if mode is SearchMode.HYBRID else None

@@ -86,6 +86,12 @@ class SearchAnyRequest(SearchRequest):
     mmr: MmrRequest | None = Field(
         default=None, description="Re-rank for diversity with Maximal Marginal Relevance."
     )
+    exact: bool = Field(
+        default=False, description="dense: scan every row (exact, ground truth) instead of HNSW"
+    )
+    efSearch: int | None = Field(
+        default=None, ge=1, le=1000, description="dense: HNSW candidate list (recall vs speed)"
+    )
 
 
 class SearchResult(BaseModel):

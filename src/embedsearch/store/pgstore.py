@@ -187,17 +187,23 @@ class PgStore:
         distance: Distance,
         table: str = DEFAULT_TABLE,
         filter_: dict[str, Any] | None = None,
+        exact: bool = False,
+        ef_search: int | None = None,
     ) -> list[SearchHit]:
+        """Nearest chunks. `exact` scans every row (ground truth); `ef_search` sets HNSW's
+        candidate list (never below `limit`: HNSW returns at most ef_search rows)."""
         condition, params = compile_filter(filter_)
         params |= {"query": query, "limit": limit}
         async with self._transaction() as conn:
-            if limit > _HNSW_DEFAULT_EF_SEARCH:
-                # HNSW returns at most ef_search rows: widen it to the requested limit.
-                ef_search = min(limit, _HNSW_MAX_EF_SEARCH)
-                await conn.execute(sql.SET_EF_SEARCH, (str(ef_search),))
-            if filter_ is not None:
-                await conn.execute(sql.SET_ITERATIVE_SCAN)
-            cur = await conn.execute(sql.search(table, distance, condition), params)
+            if exact:
+                await conn.execute(sql.DISABLE_INDEX_SCANS)
+            else:
+                ef = min(max(limit, ef_search or _HNSW_DEFAULT_EF_SEARCH), _HNSW_MAX_EF_SEARCH)
+                if ef != _HNSW_DEFAULT_EF_SEARCH:
+                    await conn.execute(sql.SET_EF_SEARCH, (str(ef),))
+                if filter_ is not None:
+                    await conn.execute(sql.SET_ITERATIVE_SCAN)
+            cur = await conn.execute(sql.search(table, distance, condition, exact=exact), params)
             rows = await cur.fetchall()
         hits = [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
         # Ordered by cosine through the index; for unit vectors every metric agrees, and a

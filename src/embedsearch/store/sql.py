@@ -182,21 +182,29 @@ SET_EF_SEARCH = sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)")
 SET_ITERATIVE_SCAN = sql.SQL("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
 
 
-def search(table: str, distance: Distance, condition: sql.Composable) -> sql.Composed:
+def search(
+    table: str, distance: Distance, condition: sql.Composable, *, exact: bool = False
+) -> sql.Composed:
     """Nearest chunks: ordered through the cosine index, scored with the requested distance.
-    The outer ORDER BY restores exact order after a relaxed iterative scan."""
+    The outer ORDER BY restores exact order after a relaxed iterative scan. Exact search
+    orders by the requested operator itself (with index scans switched off: a full scan)."""
+    order = sql.SQL(distance.operator if exact else "<=>")
     return sql.SQL("""
 WITH nearest AS MATERIALIZED (
-    SELECT chunk_id, embedding {op} %(query)s AS score, embedding <=> %(query)s AS cosine,
+    SELECT chunk_id, embedding {op} %(query)s AS score, embedding {order} %(query)s AS rank_by,
            content, metadata, document_id
     FROM {table}
     WHERE {condition}
-    ORDER BY embedding <=> %(query)s
+    ORDER BY embedding {order} %(query)s
     LIMIT %(limit)s
 )
-SELECT chunk_id, score, content, metadata, document_id FROM nearest ORDER BY cosine""").format(
-        op=sql.SQL(distance.operator), table=sql.Identifier(table), condition=condition
+SELECT chunk_id, score, content, metadata, document_id FROM nearest ORDER BY rank_by""").format(
+        op=sql.SQL(distance.operator), order=order, table=sql.Identifier(table), condition=condition
     )
+
+
+# For exact search: no index scans in this transaction (bitmap scans for filters stay).
+DISABLE_INDEX_SCANS = sql.SQL("SELECT set_config('enable_indexscan', 'off', true)")
 
 
 def lexical_search(table: str, condition: sql.Composable) -> sql.Composed:

@@ -68,5 +68,7 @@ async def search(body: SearchAnyRequest, service: ServiceDep) -> SearchResponse:
         filter_=body.filter,
         rrf_k=body.rrfK,
         mmr=MmrOptions(body.mmr.lambda_, body.mmr.fetchK) if body.mmr else None,
+        exact=body.exact,
+        ef_search=body.efSearch,
     )
     return _response(outcome, body.mode)
