@@ -154,10 +154,6 @@ class PgStore:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def ping(self) -> None:
-        async with self._connection() as conn:
-            await conn.execute(sql.PING)
-
     async def pgvector_version(self) -> str:
         async with self._connection() as conn:
             row = await (await conn.execute(sql.EXTENSION_VERSION)).fetchone()

@@ -14,7 +14,6 @@ MIGRATION_LOCK_ID = 7_214_530_001
 CREATE_EXTENSION = sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")
 EXTENSION_VERSION = sql.SQL("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
 LOCK_MIGRATIONS = sql.SQL("SELECT pg_advisory_xact_lock(%s)")
-PING = sql.SQL("SELECT 1")
 
 # The registry: one row per collection, recording the model that fills it.
 CREATE_COLLECTIONS = sql.SQL("""
