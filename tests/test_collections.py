@@ -24,6 +24,8 @@ def test_collection_lifecycle(client: httpx.Client) -> None:
         "dimensions": 384,
         "embedder": "local:all-MiniLM-L6-v2",
         "distance": "l2",
+        "storage": "vector",
+        "normalized": True,
         "count": 0,
         "createdAt": None,
     }

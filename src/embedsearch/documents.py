@@ -144,7 +144,7 @@ class DocumentService:
         texts = plan.texts_to_embed()
         if not texts:
             return np.zeros((0, plan.target.record.dimensions), dtype=np.float32)
-        return (await plan.target.worker.embed_async(texts)).vectors
+        return (await plan.target.embed(texts)).vectors
 
     async def write(self, plan: Plan, vectors: Vectors) -> IngestOutcome:
         """Write every planned document in one transaction."""
@@ -171,7 +171,7 @@ class DocumentService:
             )
             outcome.chunks[doc.document_id] = chunk_ids
         if writes:
-            created = await self.service.store.write_documents(record.name, writes)
+            created = await self.service.store.write_documents(record.name, record.layout, writes)
             for write, new in zip(writes, created, strict=True):
                 (outcome.new if new else outcome.updated).append(write.document_id)
         outcome.embedded = start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from embedsearch.distance import Distance
-from embedsearch.embedders.base import EmbeddingBatch
+from embedsearch.embedders.base import EmbeddingBatch, normalize_rows
 from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.embedders.worker import EmbeddingWorker
 from embedsearch.errors import Conflict, InvalidInput, ModelMismatch, NotFound, PayloadTooLarge
@@ -18,7 +19,7 @@ from embedsearch.mmr import mmr as maximal_marginal_relevance
 from embedsearch.search_mode import SearchMode
 from embedsearch.store import ChunkRows, PgStore, SearchHit
 from embedsearch.store.pgstore import DEFAULT_COLLECTION
-from embedsearch.store.records import ChunkRecord, CollectionRecord
+from embedsearch.store.records import ChunkRecord, CollectionOptions, CollectionRecord
 from embedsearch.validation import (
     MAX_LIMIT,
     check_chunk_id,
@@ -28,6 +29,9 @@ from embedsearch.validation import (
     check_metadata,
     check_text,
 )
+from embedsearch.vector_index import IndexType
+
+_DEFAULT_RECORD_TTL_S = 5.0
 
 
 def content_hash(text: str) -> str:
@@ -93,6 +97,13 @@ class Target:
     record: CollectionRecord
     worker: EmbeddingWorker
 
+    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+        """Embed for this collection: unit length unless it keeps the model's raw vectors."""
+        batch = await self.worker.embed_async(texts)
+        if not self.record.normalized:
+            return batch
+        return EmbeddingBatch(normalize_rows(batch.vectors), batch.token_counts, batch.truncated)
+
 
 class SearchService:
     def __init__(
@@ -103,13 +114,15 @@ class SearchService:
         max_text_chars: int,
         max_batch_items: int = 1000,
         max_document_chars: int = 10_000_000,
+        index_build_memory_bytes: int = 1024 * 2**20,
     ) -> None:
         self.embedders = embedders
         self.store = store
         self.max_text_chars = max_text_chars
         self.max_batch_items = max_batch_items
         self.max_document_chars = max_document_chars
-        self._default: CollectionRecord | None = None
+        self.index_build_memory_bytes = index_build_memory_bytes
+        self._default: tuple[float, CollectionRecord] | None = None
 
     @property
     def worker(self) -> EmbeddingWorker:
@@ -128,13 +141,15 @@ class SearchService:
     async def target(self, collection: str | None) -> Target:
         """Look a collection up (404 if missing) with the worker of its model."""
         name = check_collection_name(collection or DEFAULT_COLLECTION)
-        # The default collection cannot be dropped and its model is fixed: look it up once.
-        record = self._default if name == DEFAULT_COLLECTION else None
-        record = record or await self.store.get_collection(name)
+        # The default collection cannot be dropped and its model is fixed: the brief's path
+        # reuses its record for a few seconds (its index settings may change elsewhere).
+        cached = self._default if name == DEFAULT_COLLECTION else None
+        fresh = cached is not None and time.monotonic() - cached[0] < _DEFAULT_RECORD_TTL_S
+        record = cached[1] if cached and fresh else await self.store.get_collection(name)
         if record is None:
             raise NotFound(f"collection {name!r} does not exist", field="collection")
-        if name == DEFAULT_COLLECTION:
-            self._default = record
+        if name == DEFAULT_COLLECTION and not fresh:
+            self._default = (time.monotonic(), record)
         if name == DEFAULT_COLLECTION or record.embedder is None:
             worker = self.worker
         else:
@@ -146,16 +161,28 @@ class SearchService:
             )
         return Target(record, worker)
 
+    def forget_cached(self, name: str) -> None:
+        if name == DEFAULT_COLLECTION:
+            self._default = None
+
     async def create_collection(
         self,
         name: str,
         *,
         embedder: str | None = None,
         dimensions: int | None = None,
-        distance: Distance = Distance.COSINE,
+        options: CollectionOptions | None = None,
     ) -> CollectionRecord:
         check_collection_name(name, field="name")
         spec = check_embedder_spec(embedder or self.embedders.default_spec)
+        options = options or CollectionOptions()
+        options.index.check()
+        if options.index.type is IndexType.IVFFLAT:
+            raise InvalidInput(
+                "IVFFlat learns its lists from stored vectors: create the collection with hnsw "
+                "or none, load it, then build IVFFlat (POST /collections/{name}/index)",
+                field="index.type",
+            )
         if await self.store.get_collection(name) is not None:
             raise Conflict(f"collection {name!r} already exists", field="name")
         worker = await self.embedders.get(spec, dimensions)
@@ -164,7 +191,7 @@ class SearchService:
             model=worker.embedder.name,
             dimensions=worker.embedder.dimensions,
             embedder=spec,
-            distance=distance,
+            options=options,
         )
 
     async def collections(self) -> list[tuple[CollectionRecord, int]]:
@@ -194,11 +221,11 @@ class SearchService:
         check_text(text, max_chars=self.max_text_chars)
         metadata = check_metadata(metadata)
         target = await self.target(collection)
-        batch = await target.worker.embed_async([text])
+        batch = await target.embed([text])
         rows = ChunkRows(
             [chunk_id], batch.vectors, target.record.model, [text], [content_hash(text)], [metadata]
         )
-        (created,) = await self.store.upsert(rows, target.record.table)
+        (created,) = await self.store.upsert(rows, target.record.layout)
         tokens = batch.token_counts[0] if batch.token_counts else None
         record = target.record
         return EmbedOutcome(
@@ -230,7 +257,7 @@ class SearchService:
             seen[item.chunk_id] = index
         target = await self.target(collection)
         texts = [item.text for item in items]
-        batch = await target.worker.embed_async(texts)
+        batch = await target.embed(texts)
         chunk_ids = [item.chunk_id for item in items]
         rows = ChunkRows(
             chunk_ids,
@@ -240,7 +267,7 @@ class SearchService:
             [content_hash(t) for t in texts],
             metadata,
         )
-        created = await self.store.upsert(rows, target.record.table)
+        created = await self.store.upsert(rows, target.record.layout)
         return BatchOutcome(
             chunk_ids,
             target.record.dimensions,
@@ -297,6 +324,7 @@ class SearchService:
         mmr: MmrOptions | None = None,
         exact: bool = False,
         ef_search: int | None = None,
+        probes: int | None = None,
     ) -> SearchOutcome:
         """Dense, lexical or hybrid search (POST /search), optionally re-ranked with MMR."""
         check_text(query, max_chars=self.max_text_chars, field="query")
@@ -311,7 +339,7 @@ class SearchService:
         fetch = mmr.fetch_k if mmr is not None else limit
         vector, truncated = None, False
         if mode is not SearchMode.LEXICAL or mmr is not None:
-            batch = await target.worker.embed_async([query])
+            batch = await target.embed([query])
             vector, truncated = batch.vectors[0], batch.truncated[0]
         if mode is SearchMode.DENSE:
             assert vector is not None
@@ -319,15 +347,21 @@ class SearchService:
                 vector,
                 limit=fetch,
                 distance=distance,
-                table=record.table,
+                layout=record.layout,
                 filter_=filter_,
                 exact=exact,
                 ef_search=ef_search,
+                probes=probes,
             )
         else:
             hybrid_vector = vector if mode is SearchMode.HYBRID else None
             hits = await self.store.search_text(
-                query, hybrid_vector, limit=fetch, table=record.table, filter_=filter_, rrf_k=rrf_k
+                query,
+                hybrid_vector,
+                limit=fetch,
+                layout=record.layout,
+                filter_=filter_,
+                rrf_k=rrf_k,
             )
         if mmr is not None and vector is not None and hits:
             stored = await self.store.vectors([hit.chunk_id for hit in hits], record.table)

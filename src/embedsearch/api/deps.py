@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from embedsearch.documents import DocumentService
 from embedsearch.errors import NotReady
+from embedsearch.indexing import IndexManager
 from embedsearch.service import SearchService
 
 
@@ -26,3 +27,10 @@ def get_documents(service: ServiceDep) -> DocumentService:
 
 
 DocumentsDep = Annotated[DocumentService, Depends(get_documents)]
+
+
+def get_indexes(service: ServiceDep) -> IndexManager:
+    return IndexManager(service)
+
+
+IndexesDep = Annotated[IndexManager, Depends(get_indexes)]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from embedsearch.distance import Distance
 from embedsearch.search_mode import SearchMode
 from embedsearch.validation import MAX_CHUNK_ID_CHARS, MAX_LIMIT
+from embedsearch.vector_index import IndexSpec, IndexType, Storage
 
 CollectionField = Field(
     default=None, description="Collection name (default: the brief's chunk_embeddings)."
@@ -92,6 +93,12 @@ class SearchAnyRequest(SearchRequest):
     efSearch: int | None = Field(
         default=None, ge=1, le=1000, description="dense: HNSW candidate list (recall vs speed)"
     )
+    probes: int | None = Field(
+        default=None,
+        ge=1,
+        le=32768,
+        description="dense: IVFFlat lists to scan (default: set when the index was built)",
+    )
 
 
 class SearchResult(BaseModel):
@@ -113,6 +120,18 @@ class SearchResponse(BaseModel):
     queryTruncated: bool
 
 
+class IndexRequest(BaseModel):
+    type: IndexType = IndexType.HNSW
+    m: int = Field(default=16, ge=2, le=100, description="HNSW: links per node")
+    efConstruction: int = Field(default=64, ge=4, le=1000, description="HNSW: build beam width")
+    lists: int | None = Field(
+        default=None, ge=1, le=32768, description="IVFFlat: clusters (default: from the row count)"
+    )
+
+    def spec(self) -> IndexSpec:
+        return IndexSpec(self.type, self.m, self.efConstruction, self.lists)
+
+
 class CollectionCreate(BaseModel):
     name: str = Field(examples=["papers"], description="^[a-z][a-z0-9_]{0,39}$")
     embedder: str | None = Field(
@@ -120,6 +139,18 @@ class CollectionCreate(BaseModel):
     )
     dimensions: int | None = Field(default=None, ge=1, le=16000)
     distance: Distance = Distance.COSINE
+    storage: Storage = Field(
+        default=Storage.VECTOR,
+        description="vector (float32) or halfvec (float16: half the size; indexes up to 4000 dims)",
+    )
+    normalize: bool = Field(
+        default=True,
+        description="Store unit vectors (one cosine index serves every distance). false keeps "
+        "the model's raw vectors: the index follows `distance`, other distances scan exactly.",
+    )
+    index: IndexRequest | None = Field(
+        default=None, description="hnsw (default, built as rows arrive) or none"
+    )
 
 
 class CollectionPublic(BaseModel):
@@ -128,8 +159,44 @@ class CollectionPublic(BaseModel):
     dimensions: int
     embedder: str | None
     distance: Distance
+    storage: Storage
+    normalized: bool
     count: int
     createdAt: datetime
+
+
+class IndexBuildPublic(BaseModel):
+    phase: str
+    blocksDone: int
+    blocksTotal: int
+    tuplesDone: int
+    tuplesTotal: int
+
+
+class RecallEstimate(BaseModel):
+    k: int
+    sample: int = Field(description="Stored vectors used as queries.")
+    recall: float = Field(description="Mean overlap of the ANN top-k with the exact top-k.")
+
+
+class IndexPublic(BaseModel):
+    collection: str
+    type: IndexType
+    options: dict[str, int] = Field(description='e.g. {"m": 16, "ef_construction": 64}')
+    opclass: str | None
+    storage: Storage
+    dimensions: int
+    rows: int
+    indexRows: int | None = Field(description="Rows present when the index was last built.")
+    indexBytes: int
+    tableBytes: int
+    valid: bool
+    efSearch: int | None
+    probes: int | None
+    builtAt: datetime | None
+    recall: RecallEstimate | None
+    advice: list[str]
+    build: IndexBuildPublic | None = Field(description="A build running now, with its progress.")
 
 
 class CollectionList(BaseModel):

@@ -9,6 +9,8 @@ import typer
 
 from embedsearch.cli.common import app, run
 from embedsearch.distance import Distance
+from embedsearch.store.records import CollectionOptions
+from embedsearch.vector_index import IndexSpec, IndexType, Storage
 
 collections_app = typer.Typer(help="Manage collections.", no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
@@ -45,11 +47,28 @@ def create_collection(
     ] = None,
     dimensions: Annotated[int | None, typer.Option(min=1, help="For OpenAI models.")] = None,
     distance: Annotated[Distance, typer.Option(help="Default distance.")] = Distance.COSINE,
+    storage: Annotated[
+        Storage, typer.Option(help="halfvec: float16, half the size, indexes up to 4000 dims.")
+    ] = Storage.VECTOR,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Keep the model's vectors as they are (not unit length); the index "
+            "then follows --distance.",
+        ),
+    ] = False,
+    index: Annotated[
+        IndexType, typer.Option(help="hnsw, or none (build IVFFlat after loading).")
+    ] = IndexType.HNSW,
+    m: Annotated[int, typer.Option(help="HNSW: links per node.")] = 16,
+    ef_construction: Annotated[int, typer.Option(help="HNSW: build beam width.")] = 64,
 ) -> None:
     """Create a collection."""
+    options = CollectionOptions(distance, storage, not raw, IndexSpec(index, m, ef_construction))
     record = run(
         lambda service: service.create_collection(
-            name, embedder=embedder, dimensions=dimensions, distance=distance
+            name, embedder=embedder, dimensions=dimensions, options=options
         )
     )
     typer.echo(f"created {record.name}: {record.model}, {record.dimensions} dims")

@@ -7,7 +7,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from embedsearch.embedders.base import EmbeddingBatch, concat, normalize_rows
+import numpy as np
+
+from embedsearch.embedders.base import EmbeddingBatch, concat
 from embedsearch.errors import InvalidInput, ProviderUnavailable
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,8 @@ class OpenAIEmbedder:
             raise ProviderUnavailable(
                 f"embedding provider returned {len(rows)} vectors for {len(texts)} inputs"
             )
-        return normalize_rows([row.embedding for row in rows])
+        # As the server gives them: collections normalize unless they keep raw vectors.
+        return np.asarray([row.embedding for row in rows], dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         batches = []

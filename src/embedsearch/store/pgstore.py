@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from pgvector import HalfVector
 from pgvector.psycopg import register_vector_async
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -20,20 +21,26 @@ from embedsearch.store.filters import compile_filter
 from embedsearch.store.records import (
     ChunkRecord,
     ChunkRows,
+    CollectionOptions,
     CollectionRecord,
     DocumentRecord,
     DocumentState,
     DocumentWrite,
+    IndexBuildProgress,
     SearchHit,
+    TableLayout,
+    VectorIndexState,
 )
+from embedsearch.vector_index import IndexSpec, IndexType, Storage, build_memory_bytes
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "default"
 DEFAULT_TABLE = "chunk_embeddings"  # the brief's table
+DEFAULT_LAYOUT = TableLayout(DEFAULT_TABLE)
 # Rows at or below this go through INSERTs; above, through binary COPY into a staging table.
 _COPY_THRESHOLD = 8
-_HNSW_DEFAULT_EF_SEARCH = 40
+HNSW_DEFAULT_EF_SEARCH = 40
 _HNSW_MAX_EF_SEARCH = 1000
 Connection = psycopg.AsyncConnection[Any]
 
@@ -116,18 +123,18 @@ class PgStore:
                 else:
                     await _check_unregistered_table(conn, DEFAULT_TABLE, model, dimensions)
                 await _create_collection(
-                    conn, DEFAULT_COLLECTION, model, dimensions, embedder, Distance.COSINE
+                    conn, DEFAULT_COLLECTION, model, dimensions, embedder, CollectionOptions()
                 )
             await self._pool.open(wait=True, timeout=self._timeout_s)
 
     async def create_collection(
-        self, name: str, *, model: str, dimensions: int, embedder: str, distance: Distance
+        self, name: str, *, model: str, dimensions: int, embedder: str, options: CollectionOptions
     ) -> CollectionRecord:
         async with self._transaction() as conn:
             await conn.execute(sql.LOCK_MIGRATIONS, (sql.MIGRATION_LOCK_ID,))
             if await _collection(conn, name) is not None:
                 raise Conflict(f"collection {name!r} already exists", field="name")
-            await _create_collection(conn, name, model, dimensions, embedder, distance)
+            await _create_collection(conn, name, model, dimensions, embedder, options)
             record = await _collection(conn, name)
         assert record is not None
         return record
@@ -164,14 +171,96 @@ class PgStore:
             row = await (await conn.execute(sql.count_rows(table))).fetchone()
             return int(row[0]) if row else 0
 
+    # ANN indexes.
+
+    async def build_index(
+        self,
+        record: CollectionRecord,
+        spec: IndexSpec,
+        *,
+        rows: int,
+        probes: int | None,
+        memory_cap_bytes: int,
+    ) -> None:
+        """Build `spec` beside the current index (CREATE INDEX CONCURRENTLY: searches and
+        writes go on meanwhile), then swap it in. One build per collection at a time."""
+        table = record.table
+        building = f"{table}_vec_build"
+        memory = build_memory_bytes(
+            spec,
+            rows=rows,
+            dimensions=record.dimensions,
+            storage=record.storage,
+            cap_bytes=memory_cap_bytes,
+        )
+        async with _database_errors():
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=max(1, round(self._timeout_s))
+            )
+        async with conn, _database_errors():
+            locked = await (await conn.execute(sql.TRY_LOCK_INDEX_BUILD, (record.name,))).fetchone()
+            if not (locked and locked[0]):
+                raise Conflict(
+                    f"an index build on collection {record.name!r} is already running",
+                    field="name",
+                )
+            await conn.execute(sql.SET_MAINTENANCE_WORK_MEM, (f"{memory // 1024}kB",))
+            await conn.execute(sql.drop_index(building, concurrently=True))  # a failed build's
+            try:
+                if spec.type is not IndexType.NONE:
+                    opclass = record.storage.opclass(record.layout.index_distance)
+                    await conn.execute(
+                        sql.create_vector_index(building, table, opclass, spec, concurrently=True)
+                    )
+                async with conn.transaction():
+                    for existing in await _vector_indexes(conn, table):
+                        if existing.name != building:
+                            await conn.execute(sql.drop_index(existing.name))
+                    if spec.type is not IndexType.NONE:
+                        await conn.execute(sql.rename_index(building, index_name(table, spec.type)))
+                    await conn.execute(
+                        sql.RECORD_INDEX_BUILD,
+                        (probes, rows if spec.type is not IndexType.NONE else None, record.name),
+                    )
+            except BaseException:
+                await conn.execute(sql.drop_index(building, concurrently=True))
+                raise
+
+    async def index_build_progress(self, table: str) -> IndexBuildProgress | None:
+        async with self._connection() as conn:
+            row = await (await conn.execute(sql.INDEX_BUILD_PROGRESS, (table,))).fetchone()
+        return IndexBuildProgress(*row) if row else None
+
+    async def vector_indexes(self, table: str) -> list[VectorIndexState]:
+        async with self._connection() as conn:
+            return await _vector_indexes(conn, table)
+
+    async def shared_buffers_bytes(self) -> int:
+        async with self._connection() as conn:
+            row = await (await conn.execute(sql.SHARED_BUFFERS)).fetchone()
+            return int(row[0]) if row else 0
+
+    async def table_size(self, table: str) -> int:
+        async with self._connection() as conn:
+            row = await (await conn.execute(sql.TABLE_SIZE, (table,))).fetchone()
+            return int(row[0] or 0) if row else 0
+
+    async def sample_vectors(self, table: str, n: int, rows: int) -> Any:
+        """About `n` stored vectors picked at random (a block sample: cheap on big tables)."""
+        percent = min(100.0, 100.0 * 3 * n / max(rows, 1))
+        async with self._connection() as conn:
+            cur = await conn.execute(sql.sample_vectors(table), (percent, n))
+            found = [np.asarray(r[0].to_numpy(), np.float32) for r in await cur.fetchall()]
+        return np.stack(found) if found else np.zeros((0, 0), np.float32)
+
     # Chunks.
 
-    async def upsert(self, rows: ChunkRows, table: str = DEFAULT_TABLE) -> list[bool]:
+    async def upsert(self, rows: ChunkRows, layout: TableLayout = DEFAULT_LAYOUT) -> list[bool]:
         """Insert or update rows in one transaction. Returns, per row, True if it was new."""
         if len(set(rows.chunk_ids)) != len(rows.chunk_ids):
             raise InvalidInput("the same chunkId appears twice in one request", field="chunkId")
         async with self._transaction() as conn:
-            returned = await _write_rows(conn, table, rows)
+            returned = await _write_rows(conn, layout, rows)
         inserted = {chunk_id: bool(flag) for chunk_id, flag in returned}
         return [inserted[chunk_id] for chunk_id in rows.chunk_ids]
 
@@ -181,29 +270,30 @@ class PgStore:
         *,
         limit: int,
         distance: Distance,
-        table: str = DEFAULT_TABLE,
+        layout: TableLayout = DEFAULT_LAYOUT,
         filter_: dict[str, Any] | None = None,
         exact: bool = False,
         ef_search: int | None = None,
+        probes: int | None = None,
     ) -> list[SearchHit]:
         """Nearest chunks. `exact` scans every row (ground truth); `ef_search` sets HNSW's
-        candidate list (never below `limit`: HNSW returns at most ef_search rows)."""
+        candidate list (never below `limit`: HNSW returns at most ef_search rows); `probes`
+        sets the IVFFlat lists scanned."""
         condition, params = compile_filter(filter_)
         params |= {"query": query, "limit": limit}
+        order_by = layout.order_by(distance, exact=exact)
+        statement = sql.search(
+            layout.table, distance, condition, order_by=order_by, storage=layout.storage
+        )
         async with self._transaction() as conn:
             if exact:
                 await conn.execute(sql.DISABLE_INDEX_SCANS)
             else:
-                ef = min(max(limit, ef_search or _HNSW_DEFAULT_EF_SEARCH), _HNSW_MAX_EF_SEARCH)
-                if ef != _HNSW_DEFAULT_EF_SEARCH:
-                    await conn.execute(sql.SET_EF_SEARCH, (str(ef),))
-                if filter_ is not None:
-                    await conn.execute(sql.SET_ITERATIVE_SCAN)
-            cur = await conn.execute(sql.search(table, distance, condition, exact=exact), params)
-            rows = await cur.fetchall()
+                await _tune_index_scan(conn, layout, limit, ef_search, probes, filter_ is not None)
+            rows = await (await conn.execute(statement, params)).fetchall()
         hits = [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
-        # Ordered by cosine through the index; for unit vectors every metric agrees, and a
-        # stable sort keeps ties in index order while guaranteeing smallest score first.
+        # Ordered through the index; for unit vectors every metric agrees, and a stable sort
+        # keeps ties in index order while guaranteeing smallest score first.
         hits.sort(key=lambda hit: hit.score)
         return hits
 
@@ -213,31 +303,33 @@ class PgStore:
         query: np.ndarray[Any, Any] | None,
         *,
         limit: int,
-        table: str = DEFAULT_TABLE,
+        layout: TableLayout = DEFAULT_LAYOUT,
         filter_: dict[str, Any] | None = None,
         rrf_k: int = 60,
     ) -> list[SearchHit]:
         """Lexical search (query None) or hybrid search (dense + lexical, fused with RRF).
         Scores: larger is better."""
         condition, params = compile_filter(filter_)
-        candidates = min(max(limit * 4, _HNSW_DEFAULT_EF_SEARCH), _HNSW_MAX_EF_SEARCH)
+        candidates = min(max(limit * 4, HNSW_DEFAULT_EF_SEARCH), _HNSW_MAX_EF_SEARCH)
         params |= {"text": text, "limit": limit, "query": query, "k": candidates, "rrf_k": rrf_k}
         statement = (
-            sql.lexical_search(table, condition)
+            sql.lexical_search(layout.table, condition)
             if query is None
-            else sql.hybrid_search(table, condition)
+            else sql.hybrid_search(
+                layout.table,
+                condition,
+                order_by=layout.order_by(layout.index_distance, exact=False),
+                storage=layout.storage,
+            )
         )
         async with self._transaction() as conn:
             if query is not None:
-                if candidates > _HNSW_DEFAULT_EF_SEARCH:
-                    await conn.execute(sql.SET_EF_SEARCH, (str(candidates),))
-                if filter_ is not None:
-                    await conn.execute(sql.SET_ITERATIVE_SCAN)
+                await _tune_index_scan(conn, layout, candidates, None, None, filter_ is not None)
             rows = await (await conn.execute(statement, params)).fetchall()
         return [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
 
     async def vectors(self, chunk_ids: Sequence[str], table: str = DEFAULT_TABLE) -> dict[str, Any]:
-        """Stored vectors (float32 arrays) by chunk id."""
+        """Stored vectors (float32 arrays, also from halfvec) by chunk id."""
         async with self._connection() as conn:
             cur = await conn.execute(sql.chunk_vectors(table), (list(chunk_ids),))
             return {
@@ -274,10 +366,12 @@ class PgStore:
             cur = await conn.execute(sql.chunk_hashes_of_documents(table), (list(document_ids),))
             return {r[0]: r[1] for r in await cur.fetchall()}
 
-    async def write_documents(self, collection: str, writes: Sequence[DocumentWrite]) -> list[bool]:
+    async def write_documents(
+        self, collection: str, layout: TableLayout, writes: Sequence[DocumentWrite]
+    ) -> list[bool]:
         """Replace each document's chunks with its new version, all in one transaction: no
         orphans and no half documents. Returns, per document, True if it was new."""
-        table = table_for(collection)
+        table = layout.table
         async with self._transaction() as conn:
             created = []
             for write in writes:
@@ -311,7 +405,7 @@ class PgStore:
                 created.append(bool(row and row[0]))
             rows = _concat_rows([w.rows for w in writes if len(w.rows)])
             if rows is not None:
-                await _write_rows(conn, table, rows)
+                await _write_rows(conn, layout, rows)
         return created
 
     async def get_document(self, collection: str, document_id: str) -> DocumentRecord | None:
@@ -342,10 +436,37 @@ async def _collection(conn: Connection, name: str) -> CollectionRecord | None:
 
 
 def _collection_record(row: Sequence[Any]) -> CollectionRecord:
-    name, table, model, dimensions, embedder, distance, created_at = row
+    name, table, model, dimensions, embedder, distance, created_at, storage, *index = row
     return CollectionRecord(
-        name, table, model, dimensions, embedder, Distance(distance), created_at
+        name,
+        table,
+        model,
+        dimensions,
+        embedder,
+        Distance(distance),
+        created_at,
+        Storage(storage),
+        *index,
     )
+
+
+async def _vector_indexes(conn: Connection, table: str) -> list[VectorIndexState]:
+    rows = await (await conn.execute(sql.VECTOR_INDEXES, (table,))).fetchall()
+    return [
+        VectorIndexState(
+            name,
+            IndexType(method),
+            opclass,
+            {k: int(v) for k, _, v in (option.partition("=") for option in options)},
+            int(size),
+            bool(valid),
+        )
+        for name, method, opclass, options, size, valid in rows
+    ]
+
+
+def index_name(table: str, index_type: IndexType) -> str:
+    return f"{table}_embedding_{index_type.value}"
 
 
 async def _create_collection(
@@ -354,26 +475,66 @@ async def _create_collection(
     model: str,
     dimensions: int,
     embedder: str | None,
-    distance: Distance,
+    options: CollectionOptions,
 ) -> None:
     table = table_for(name)
-    await conn.execute(sql.create_chunk_table(table, dimensions))
+    storage, spec = options.storage, options.index
+    await conn.execute(sql.create_chunk_table(table, dimensions, storage))
     await conn.execute(sql.upgrade_chunk_table(table))
-    if dimensions <= sql.MAX_INDEXED_DIMENSIONS:
-        await conn.execute(sql.create_hnsw_index(table))
-    else:
-        log.warning("%d dimensions: too many for an HNSW index; searches scan exactly", dimensions)
+    if spec.type is IndexType.HNSW and dimensions <= storage.max_indexed_dimensions:
+        distance = Distance.COSINE if options.normalized else options.distance
+        opclass = storage.opclass(distance)
+        await conn.execute(
+            sql.create_vector_index(index_name(table, spec.type), table, opclass, spec)
+        )
+    elif spec.type is IndexType.HNSW:
+        log.warning("%d dimensions: too many for an index on %s", dimensions, storage.value)
     await conn.execute(
-        sql.REGISTER_COLLECTION, (name, table, model, dimensions, embedder, distance.value)
+        sql.REGISTER_COLLECTION,
+        (
+            name,
+            table,
+            model,
+            dimensions,
+            embedder,
+            options.distance.value,
+            storage.value,
+            options.normalized,
+        ),
     )
 
 
-async def _write_rows(conn: Connection, table: str, rows: ChunkRows) -> list[tuple[Any, ...]]:
-    n = len(rows)
+async def _tune_index_scan(
+    conn: Connection,
+    layout: TableLayout,
+    limit: int,
+    ef_search: int | None,
+    probes: int | None,
+    filtered: bool,
+) -> None:
+    """Per-transaction index settings: HNSW's candidate list, IVFFlat's lists to scan, and
+    iterative scans so a filter still yields `limit` rows."""
+    ef = min(max(limit, ef_search or HNSW_DEFAULT_EF_SEARCH), _HNSW_MAX_EF_SEARCH)
+    if ef != HNSW_DEFAULT_EF_SEARCH:
+        await conn.execute(sql.SET_EF_SEARCH, (str(ef),))
+    probes = probes or layout.probes
+    if probes is not None:
+        await conn.execute(sql.SET_PROBES, (str(probes),))
+    if filtered:
+        await conn.execute(sql.SET_ITERATIVE_SCAN)
+
+
+async def _write_rows(
+    conn: Connection, layout: TableLayout, rows: ChunkRows
+) -> list[tuple[Any, ...]]:
+    n, table = len(rows), layout.table
+    vectors: Any = rows.vectors
+    if layout.storage is Storage.HALFVEC:
+        vectors = [HalfVector(v) for v in rows.vectors]
     records = list(
         zip(
             rows.chunk_ids,
-            rows.vectors,
+            vectors,
             [rows.model] * n,
             rows.contents,
             rows.content_hashes,
@@ -390,7 +551,7 @@ async def _write_rows(conn: Connection, table: str, rows: ChunkRows) -> list[tup
         return returned
     await conn.execute(sql.create_staging(table))
     async with conn.cursor().copy(sql.copy_into_staging(table)) as copy:
-        copy.set_types(list(sql.COPY_TYPES))
+        copy.set_types(sql.copy_types(layout.storage))
         for record in records:
             await copy.write_row(record)
     cur = await conn.execute(sql.upsert_from_staging(table))

@@ -8,6 +8,40 @@ from typing import Any
 
 from embedsearch.distance import Distance
 from embedsearch.embedders.base import Vectors
+from embedsearch.vector_index import IndexSpec, IndexType, Storage
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """What the store must know to write and search a collection's table."""
+
+    table: str
+    storage: Storage = Storage.VECTOR
+    # Unit vectors: one cosine index orders every metric. Otherwise the index follows
+    # `distance`, and a search by another metric scans exactly.
+    normalized: bool = True
+    distance: Distance = Distance.COSINE
+    probes: int | None = None  # IVFFlat's default lists per query
+
+    def order_by(self, requested: Distance, *, exact: bool) -> Distance:
+        """The operator to ORDER BY: the index's own, unless that would order wrongly."""
+        if exact:
+            return requested
+        return Distance.COSINE if self.normalized else requested
+
+    @property
+    def index_distance(self) -> Distance:
+        return Distance.COSINE if self.normalized else self.distance
+
+
+@dataclass(frozen=True)
+class CollectionOptions:
+    """Chosen when a collection is created."""
+
+    distance: Distance = Distance.COSINE
+    storage: Storage = Storage.VECTOR
+    normalized: bool = True
+    index: IndexSpec = field(default_factory=IndexSpec)
 
 
 @dataclass(frozen=True)
@@ -19,6 +53,15 @@ class CollectionRecord:
     embedder: str | None  # provider spec, e.g. "local:all-MiniLM-L6-v2"
     distance: Distance
     created_at: datetime
+    storage: Storage = Storage.VECTOR
+    normalized: bool = True
+    probes: int | None = None
+    index_rows: int | None = None  # rows present when the ANN index was last built
+    index_built_at: datetime | None = None
+
+    @property
+    def layout(self) -> TableLayout:
+        return TableLayout(self.table, self.storage, self.normalized, self.distance, self.probes)
 
 
 @dataclass(frozen=True)
@@ -85,3 +128,26 @@ class DocumentWrite:
     chunk_ids: list[str]  # every chunk of the new version, in order
     reused: dict[str, str]  # chunk_id -> content hash already stored (not re-embedded)
     rows: ChunkRows  # the chunks that were (re-)embedded
+
+
+@dataclass(frozen=True)
+class VectorIndexState:
+    """An ANN index as the catalog describes it."""
+
+    name: str
+    type: IndexType
+    opclass: str
+    options: dict[str, int]  # e.g. {"m": 16, "ef_construction": 64} or {"lists": 100}
+    size_bytes: int
+    valid: bool  # false: a failed concurrent build left it behind; the planner ignores it
+
+
+@dataclass(frozen=True)
+class IndexBuildProgress:
+    """A running CREATE INDEX, from pg_stat_progress_create_index."""
+
+    phase: str
+    blocks_done: int
+    blocks_total: int
+    tuples_done: int
+    tuples_total: int

@@ -5,9 +5,8 @@ from __future__ import annotations
 from psycopg import sql
 
 from embedsearch.distance import Distance
+from embedsearch.vector_index import IndexSpec, IndexType, Storage
 
-# pgvector's HNSW and IVFFlat indexes take `vector` columns of at most this many dimensions.
-MAX_INDEXED_DIMENSIONS = 2000
 # Serializes schema changes between processes (server and CLI starting at once).
 MIGRATION_LOCK_ID = 7_214_530_001
 
@@ -26,7 +25,14 @@ CREATE TABLE IF NOT EXISTS embedsearch_collections (
 );
 ALTER TABLE embedsearch_collections
     ADD COLUMN IF NOT EXISTS embedder TEXT,
-    ADD COLUMN IF NOT EXISTS distance TEXT NOT NULL DEFAULT 'cosine';
+    ADD COLUMN IF NOT EXISTS distance TEXT NOT NULL DEFAULT 'cosine',
+    ADD COLUMN IF NOT EXISTS storage TEXT NOT NULL DEFAULT 'vector',
+    -- false: vectors are stored as the model gives them, and the index follows `distance`.
+    ADD COLUMN IF NOT EXISTS normalized BOOLEAN NOT NULL DEFAULT true,
+    -- IVFFlat: lists scanned per query by default, and the row count its lists were trained on.
+    ADD COLUMN IF NOT EXISTS probes INTEGER,
+    ADD COLUMN IF NOT EXISTS index_rows BIGINT,
+    ADD COLUMN IF NOT EXISTS index_built_at TIMESTAMPTZ;
 CREATE TABLE IF NOT EXISTS embedsearch_documents (
     collection   TEXT NOT NULL REFERENCES embedsearch_collections (name) ON DELETE CASCADE,
     document_id  TEXT NOT NULL,
@@ -37,17 +43,20 @@ CREATE TABLE IF NOT EXISTS embedsearch_documents (
     updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (collection, document_id)
 )""")
-GET_COLLECTION = sql.SQL(
-    "SELECT name, table_name, model, dimensions, embedder, distance, created_at"
-    " FROM embedsearch_collections WHERE name = %s"
+_COLLECTION_COLUMNS = (
+    "SELECT name, table_name, model, dimensions, embedder, distance, created_at, storage,"
+    " normalized, probes, index_rows, index_built_at FROM embedsearch_collections"
 )
-LIST_COLLECTIONS = sql.SQL(
-    "SELECT name, table_name, model, dimensions, embedder, distance, created_at"
-    " FROM embedsearch_collections ORDER BY name"
-)
+GET_COLLECTION = sql.SQL(_COLLECTION_COLUMNS + " WHERE name = %s")
+LIST_COLLECTIONS = sql.SQL(_COLLECTION_COLUMNS + " ORDER BY name")
 REGISTER_COLLECTION = sql.SQL(
-    "INSERT INTO embedsearch_collections (name, table_name, model, dimensions, embedder, distance)"
-    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name"
+    "INSERT INTO embedsearch_collections"
+    " (name, table_name, model, dimensions, embedder, distance, storage, normalized)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name"
+)
+RECORD_INDEX_BUILD = sql.SQL(
+    "UPDATE embedsearch_collections SET probes = %s, index_rows = %s, index_built_at = now()"
+    " WHERE name = %s"
 )
 FILL_EMBEDDER = sql.SQL(
     "UPDATE embedsearch_collections SET embedder = %s WHERE name = %s AND embedder IS NULL"
@@ -63,12 +72,12 @@ def alter_system(name: str, value: str) -> sql.Composed:
     return sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
 
 
-def create_chunk_table(table: str, dimensions: int) -> sql.Composed:
+def create_chunk_table(table: str, dimensions: int, storage: Storage) -> sql.Composed:
     """The brief's chunk_embeddings table, plus what a real system needs."""
     return sql.SQL("""
 CREATE TABLE IF NOT EXISTS {table} (
     chunk_id     VARCHAR(255) PRIMARY KEY,
-    embedding    VECTOR({dims}) NOT NULL,
+    embedding    {storage}({dims}) NOT NULL,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     model_name   VARCHAR(100) NOT NULL,
@@ -76,7 +85,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     content_hash TEXT,
     metadata     JSONB NOT NULL DEFAULT '{{}}',
     document_id  TEXT
-)""").format(table=sql.Identifier(table), dims=sql.Literal(dimensions))
+)""").format(table=sql.Identifier(table), dims=sql.Literal(dimensions), storage=sql.SQL(storage))
 
 
 def upgrade_chunk_table(table: str) -> sql.Composed:
@@ -106,11 +115,61 @@ def other_models(table: str) -> sql.Composed:
     )
 
 
-def create_hnsw_index(table: str) -> sql.Composed:
-    # One cosine index orders all three metrics: every stored vector is unit length.
+def create_vector_index(
+    index: str, table: str, opclass: str, spec: IndexSpec, *, concurrently: bool = False
+) -> sql.Composed:
+    """An HNSW or IVFFlat index (DDL takes no parameters: the integers are validated
+    IndexSpec fields, and spec.lists is set for IVFFlat by the caller)."""
+    if spec.type is IndexType.HNSW:
+        options = sql.SQL("m = {}, ef_construction = {}").format(
+            sql.Literal(spec.m), sql.Literal(spec.ef_construction)
+        )
+    else:
+        options = sql.SQL("lists = {}").format(sql.Literal(spec.lists))
     return sql.SQL(
-        "CREATE INDEX IF NOT EXISTS {index} ON {table} USING hnsw (embedding vector_cosine_ops)"
-    ).format(index=sql.Identifier(f"{table}_embedding_hnsw"), table=sql.Identifier(table))
+        "CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {table}"
+        " USING {method} (embedding {opclass}) WITH ({options})"
+    ).format(
+        concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
+        index=sql.Identifier(index),
+        table=sql.Identifier(table),
+        method=sql.SQL(spec.type.value),
+        opclass=sql.Identifier(opclass),
+        options=options,
+    )
+
+
+def drop_index(index: str, *, concurrently: bool = False) -> sql.Composed:
+    return sql.SQL("DROP INDEX {} IF EXISTS {}").format(
+        sql.SQL("CONCURRENTLY" if concurrently else ""), sql.Identifier(index)
+    )
+
+
+def rename_index(index: str, new_name: str) -> sql.Composed:
+    return sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+        sql.Identifier(index), sql.Identifier(new_name)
+    )
+
+
+# The ANN indexes on a table's embedding column, with their options and size.
+VECTOR_INDEXES = sql.SQL("""
+SELECT i.relname, am.amname, opc.opcname, coalesce(i.reloptions, '{}'),
+       pg_relation_size(i.oid), ix.indisvalid
+FROM pg_index ix
+JOIN pg_class i ON i.oid = ix.indexrelid
+JOIN pg_am am ON am.oid = i.relam
+JOIN pg_opclass opc ON opc.oid = ix.indclass[0]
+WHERE ix.indrelid = to_regclass(%s) AND am.amname IN ('hnsw', 'ivfflat')
+ORDER BY i.relname""")
+SHARED_BUFFERS = sql.SQL("SELECT pg_size_bytes(current_setting('shared_buffers'))")
+TABLE_SIZE = sql.SQL("SELECT pg_table_size(to_regclass(%s))")
+# Live progress of a CREATE INDEX on a table, as PostgreSQL reports it.
+INDEX_BUILD_PROGRESS = sql.SQL("""
+SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total
+FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s)""")
+# Session-level: held by the build's own connection, released when it closes.
+TRY_LOCK_INDEX_BUILD = sql.SQL("SELECT pg_try_advisory_lock(hashtextextended('index/' || %s, 7))")
+SET_MAINTENANCE_WORK_MEM = sql.SQL("SELECT set_config('maintenance_work_mem', %s, false)")
 
 
 def drop_table(table: str) -> sql.Composed:
@@ -126,8 +185,12 @@ _COLUMNS = (
     "metadata",
     "document_id",
 )
+
+
 # psycopg type names for binary COPY of _COLUMNS.
-COPY_TYPES = ("varchar", "vector", "varchar", "text", "text", "jsonb", "text")
+def copy_types(storage: Storage) -> list[str]:
+    return ["varchar", storage.value, "varchar", "text", "text", "jsonb", "text"]
+
 
 _UPSERT_TAIL = sql.SQL("""
 ON CONFLICT (chunk_id) DO UPDATE SET
@@ -177,28 +240,45 @@ def upsert_from_staging(table: str) -> sql.Composed:
 
 
 SET_EF_SEARCH = sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)")
-# pgvector >= 0.8: keep scanning the HNSW graph until `limit` rows pass the filter.
-SET_ITERATIVE_SCAN = sql.SQL("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+SET_PROBES = sql.SQL("SELECT set_config('ivfflat.probes', %s, true)")
+# pgvector >= 0.8: keep scanning the index until `limit` rows pass the filter.
+SET_ITERATIVE_SCAN = sql.SQL(
+    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+    " set_config('ivfflat.iterative_scan', 'relaxed_order', true)"
+)
+
+
+def _query_vector(storage: Storage) -> sql.Composed:
+    # The query arrives as `vector`; halfvec columns compare only with halfvec.
+    return sql.SQL("CAST(%(query)s AS {})").format(sql.SQL(storage.value))
 
 
 def search(
-    table: str, distance: Distance, condition: sql.Composable, *, exact: bool = False
+    table: str,
+    distance: Distance,
+    condition: sql.Composable,
+    *,
+    order_by: Distance,
+    storage: Storage,
 ) -> sql.Composed:
-    """Nearest chunks: ordered through the cosine index, scored with the requested distance.
-    The outer ORDER BY restores exact order after a relaxed iterative scan. Exact search
-    orders by the requested operator itself (with index scans switched off: a full scan)."""
-    order = sql.SQL(distance.operator if exact else "<=>")
+    """Nearest chunks, ordered by `order_by` (the operator the index serves, or the requested
+    one for an exact scan) and scored with the requested distance. The outer ORDER BY
+    restores exact order after a relaxed iterative scan."""
     return sql.SQL("""
 WITH nearest AS MATERIALIZED (
-    SELECT chunk_id, embedding {op} %(query)s AS score, embedding {order} %(query)s AS rank_by,
+    SELECT chunk_id, embedding {op} {query} AS score, embedding {order} {query} AS rank_by,
            content, metadata, document_id
     FROM {table}
     WHERE {condition}
-    ORDER BY embedding {order} %(query)s
+    ORDER BY embedding {order} {query}
     LIMIT %(limit)s
 )
 SELECT chunk_id, score, content, metadata, document_id FROM nearest ORDER BY rank_by""").format(
-        op=sql.SQL(distance.operator), order=order, table=sql.Identifier(table), condition=condition
+        op=sql.SQL(distance.operator),
+        order=sql.SQL(order_by.operator),
+        query=_query_vector(storage),
+        table=sql.Identifier(table),
+        condition=condition,
     )
 
 
@@ -217,15 +297,17 @@ ORDER BY score DESC, chunk_id
 LIMIT %(limit)s""").format(table=sql.Identifier(table), condition=condition)
 
 
-def hybrid_search(table: str, condition: sql.Composable) -> sql.Composed:
+def hybrid_search(
+    table: str, condition: sql.Composable, *, order_by: Distance, storage: Storage
+) -> sql.Composed:
     """Reciprocal Rank Fusion of the dense (cosine index) and lexical top-k lists, in one
     round trip: score = sum over lists of 1 / (rrf_k + rank); larger is better."""
     return sql.SQL("""
 WITH dense AS MATERIALIZED (
     SELECT chunk_id, row_number() OVER (ORDER BY distance) AS rank
     FROM (
-        SELECT chunk_id, embedding <=> %(query)s AS distance FROM {table}
-        WHERE {condition} ORDER BY embedding <=> %(query)s LIMIT %(k)s
+        SELECT chunk_id, embedding {order} {query} AS distance FROM {table}
+        WHERE {condition} ORDER BY embedding {order} {query} LIMIT %(k)s
     ) AS nearest
 ), lexical AS MATERIALIZED (
     SELECT chunk_id, row_number() OVER (ORDER BY rank_cd DESC, chunk_id) AS rank
@@ -243,11 +325,22 @@ WITH dense AS MATERIALIZED (
 SELECT c.chunk_id, f.score, c.content, c.metadata, c.document_id
 FROM fused AS f JOIN {table} AS c USING (chunk_id)
 ORDER BY f.score DESC, c.chunk_id
-LIMIT %(limit)s""").format(table=sql.Identifier(table), condition=condition)
+LIMIT %(limit)s""").format(
+        table=sql.Identifier(table),
+        condition=condition,
+        order=sql.SQL(order_by.operator),
+        query=_query_vector(storage),
+    )
 
 
 def chunk_vectors(table: str) -> sql.Composed:
     return sql.SQL("SELECT chunk_id, embedding FROM {} WHERE chunk_id = ANY(%s)").format(
+        sql.Identifier(table)
+    )
+
+
+def sample_vectors(table: str) -> sql.Composed:
+    return sql.SQL("SELECT embedding FROM {} TABLESAMPLE BERNOULLI (%s) LIMIT %s").format(
         sql.Identifier(table)
     )
 

@@ -1,17 +1,26 @@
-"""Collections: each has its own model, dimensions, default distance and chunks."""
+"""Collections: each has its own model, dimensions, default distance, storage, index and
+chunks."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from embedsearch.api.deps import ServiceDep
+from fastapi import APIRouter, Query
+
+from embedsearch.api.deps import IndexesDep, ServiceDep
 from embedsearch.api.schemas import (
     ERROR_RESPONSES,
     CollectionCreate,
     CollectionList,
     CollectionPublic,
+    IndexBuildPublic,
+    IndexPublic,
+    IndexRequest,
+    RecallEstimate,
 )
-from embedsearch.store.records import CollectionRecord
+from embedsearch.indexing import MAX_SAMPLE, IndexReport
+from embedsearch.store.records import CollectionOptions, CollectionRecord
+from embedsearch.vector_index import IndexSpec
 
 router = APIRouter(tags=["collections"])
 
@@ -23,6 +32,8 @@ def _public(record: CollectionRecord, count: int) -> CollectionPublic:
         dimensions=record.dimensions,
         embedder=record.embedder,
         distance=record.distance,
+        storage=record.storage,
+        normalized=record.normalized,
         count=count,
         createdAt=record.created_at,
     )
@@ -33,8 +44,14 @@ def _public(record: CollectionRecord, count: int) -> CollectionPublic:
 )
 async def create_collection(body: CollectionCreate, service: ServiceDep) -> CollectionPublic:
     """Create a collection (409 if the name is taken)."""
+    options = CollectionOptions(
+        distance=body.distance,
+        storage=body.storage,
+        normalized=body.normalize,
+        index=body.index.spec() if body.index else IndexSpec(),
+    )
     record = await service.create_collection(
-        body.name, embedder=body.embedder, dimensions=body.dimensions, distance=body.distance
+        body.name, embedder=body.embedder, dimensions=body.dimensions, options=options
     )
     return _public(record, 0)
 
@@ -53,3 +70,61 @@ async def get_collection(name: str, service: ServiceDep) -> CollectionPublic:
 async def drop_collection(name: str, service: ServiceDep) -> None:
     """Drop a collection and all its chunks and documents."""
     await service.drop_collection(name)
+
+
+@router.post("/collections/{name}/index", response_model=IndexPublic, responses=ERROR_RESPONSES)
+async def build_index(name: str, body: IndexRequest, indexes: IndexesDep) -> IndexPublic:
+    """Build or rebuild the collection's ANN index (type none drops it: exact scans). The new
+    index is built beside the old one, so searches and writes go on meanwhile; the call
+    returns when it is in place. GET /collections/{name}/index shows a running build's
+    progress. IVFFlat needs the data loaded first (its lists are trained on it)."""
+    return _index_public(await indexes.build(name, body.spec()))
+
+
+@router.get("/collections/{name}/index", response_model=IndexPublic, responses=ERROR_RESPONSES)
+async def index_health(
+    name: str,
+    indexes: IndexesDep,
+    sample: Annotated[int, Query(ge=0, le=MAX_SAMPLE, description="Vectors to test")] = 50,
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> IndexPublic:
+    """Index type, parameters, size, a live recall@k estimate (stored vectors as queries, ANN
+    top-k against exact top-k) and plain advice."""
+    return _index_public(await indexes.report(name, sample=sample, k=k))
+
+
+def _index_public(report: IndexReport) -> IndexPublic:
+    build = report.build
+    return IndexPublic(
+        collection=report.collection,
+        type=report.type,
+        options=report.options,
+        opclass=report.opclass,
+        storage=report.storage,
+        dimensions=report.dimensions,
+        rows=report.rows,
+        indexRows=report.index_rows,
+        indexBytes=report.index_bytes,
+        tableBytes=report.table_bytes,
+        valid=report.valid,
+        efSearch=report.ef_search,
+        probes=report.probes,
+        builtAt=report.built_at,
+        recall=(
+            RecallEstimate(k=report.k, sample=report.sample, recall=report.recall_at_k)
+            if report.recall_at_k is not None
+            else None
+        ),
+        advice=report.advice,
+        build=(
+            IndexBuildPublic(
+                phase=build.phase,
+                blocksDone=build.blocks_done,
+                blocksTotal=build.blocks_total,
+                tuplesDone=build.tuples_done,
+                tuplesTotal=build.tuples_total,
+            )
+            if build
+            else None
+        ),
+    )

@@ -70,5 +70,6 @@ async def search(body: SearchAnyRequest, service: ServiceDep) -> SearchResponse:
         mmr=MmrOptions(body.mmr.lambda_, body.mmr.fetchK) if body.mmr else None,
         exact=body.exact,
         ef_search=body.efSearch,
+        probes=body.probes,
     )
     return _response(outcome, body.mode)
