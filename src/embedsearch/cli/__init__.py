@@ -1,4 +1,4 @@
-"""Command line: `embedsearch serve | embed | search | ingest | collections`.
+"""Command line: `embedsearch serve | embed | search | ingest | collections | eval`.
 
 Heavy imports (torch, onnxruntime, the API) happen inside commands, so --help is instant."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import sys
 
-from embedsearch.cli import chunks, collections, ingest, serve
+from embedsearch.cli import chunks, collections, evaluate, ingest, serve
 from embedsearch.cli.common import app
 
-__all__ = ["app", "chunks", "collections", "ingest", "main", "serve"]
+__all__ = ["app", "chunks", "collections", "evaluate", "ingest", "main", "serve"]
 
 
 def main() -> None:

@@ -1,0 +1,263 @@
+"""`embedsearch eval`: a tiny BEIR dataset through the library and the CLI, metrics checked
+against rankings and formulas computed here, re-runs, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from embedsearch.chunking import ChunkingOptions
+from embedsearch.config import Settings
+from embedsearch.embedders.local import LocalEmbedder
+from embedsearch.evaluation import EvalOptions, EvalResult, evaluate, load_dataset
+from embedsearch.evaluation.metrics import per_query
+from embedsearch.runtime import open_service
+from embedsearch.search_mode import SearchMode
+from embedsearch.service import SearchService
+
+CLI = [sys.executable, "-m", "embedsearch.cli"]
+COLLECTION = "eval_tiny"
+LONG = (
+    "Sourdough bread rises with a starter of wild yeast and lactic acid bacteria. "
+    "The dough ferments slowly, which gives the crumb its open holes and sour taste. "
+    "Bakers feed the starter with flour and water every day and keep it warm. "
+    "A hot oven with steam makes the crust crisp and dark. "
+)
+CORPUS = {
+    "bread": ("Baking sourdough", LONG * 3),  # several chunks: documents rank by their best
+    "yeast": ("Yeast", "Baker's yeast makes dough rise by turning sugar into carbon dioxide."),
+    "blood": ("Hypertension", "High blood pressure is treated with diet, exercise and drugs."),
+    "heart": ("Heart", "The heart pumps blood through the arteries and veins of the body."),
+    "hnsw": ("HNSW", "HNSW graphs find approximate nearest neighbours of vectors quickly."),
+    "pgvector": ("pgvector", "pgvector adds a vector type and similarity search to PostgreSQL."),
+    "chess": ("Chess", "The Sicilian Defence is a sharp chess opening for black."),
+    "tides": ("Tides", "Ocean tides are caused by the gravity of the moon and the sun."),
+    "volcano": ("Volcanoes", "Volcanoes erupt when magma rises through the earth's crust."),
+    "jazz": ("Jazz", "Jazz musicians improvise over chord changes and swing rhythms."),
+    "tennis": ("Tennis", "A tennis match is won in sets of games of points."),
+    "coffee": ("Coffee", "Coffee beans are roasted, ground and brewed with hot water."),
+}
+QUERIES = {
+    "q1": "how to bake bread with a sourdough starter",
+    "q2": "treatment of high blood pressure",
+    "q3": "vector similarity search in a database",
+    "q4": "zyxwvut qwertyuiop",  # no word matches: lexical retrieves nothing and scores 0
+}
+QRELS = {
+    "q1": {"bread": 1, "yeast": 1},
+    "q2": {"blood": 1},
+    "q3": {"pgvector": 2, "hnsw": 1},  # graded: the ideal DCG puts pgvector first
+    "q4": {"chess": 1},
+}
+
+
+def write_dataset(root: Path) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    corpus = [{"_id": d, "title": t, "text": text} for d, (t, text) in CORPUS.items()]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in corpus))
+    queries = [{"_id": q, "text": text} for q, text in QUERIES.items()]
+    queries.append({"_id": "unjudged", "text": "a query without judgments is not evaluated"})
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    lines = ["query-id\tcorpus-id\tscore"]
+    lines += [f"{q}\t{d}\t{rel}" for q, docs in QRELS.items() for d, rel in docs.items()]
+    (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+# Independent of the library: plain formulas and our own chunk -> document dedupe.
+
+
+def ndcg_at_10(ranked: list[str], relevant: dict[str, int]) -> float:
+    dcg = sum(relevant.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:10]))
+    ideal = sorted(relevant.values(), reverse=True)[:10]
+    return dcg / sum(rel / math.log2(i + 2) for i, rel in enumerate(ideal))
+
+
+def recall_at_100(ranked: list[str], relevant: dict[str, int]) -> float:
+    return len(set(ranked[:100]) & set(relevant)) / len(relevant)
+
+
+def mrr_at_10(ranked: list[str], relevant: dict[str, int]) -> float:
+    return next((1 / (i + 1) for i, doc in enumerate(ranked[:10]) if doc in relevant), 0.0)
+
+
+async def rankings_by_hand(service: SearchService) -> dict[SearchMode, dict[str, list[str]]]:
+    """Every chunk of the tiny collection, ranked, then reduced to documents."""
+    found: dict[SearchMode, dict[str, list[str]]] = {}
+    for mode in SearchMode:
+        found[mode] = {}
+        for query_id, text in QUERIES.items():
+            outcome = await service.search_any(text, mode=mode, limit=1000, collection=COLLECTION)
+            chunks = [hit.chunk_id for hit in outcome.hits]
+            found[mode][query_id] = list(dict.fromkeys(c.split("#")[0] for c in chunks))
+    return found
+
+
+def check_against_hand(
+    scores: dict[str, dict[str, dict[str, float]]], by_hand: dict[SearchMode, dict[str, list[str]]]
+) -> None:
+    """scores: mode -> query -> measure, as the evaluation reported them."""
+    for mode in SearchMode:
+        for query_id, ranked in by_hand[mode].items():
+            got, relevant = scores[mode.value][query_id], QRELS[query_id]
+            assert got["ndcg@10"] == pytest.approx(ndcg_at_10(ranked, relevant), abs=1e-4)
+            assert got["recall@100"] == pytest.approx(recall_at_100(ranked, relevant), abs=1e-4)
+            assert got["mrr@10"] == pytest.approx(mrr_at_10(ranked, relevant), abs=1e-4)
+
+
+def test_trec_eval_measures_match_the_formulas() -> None:
+    rankings = {"q1": ["x", "yeast", "y", "bread"], "q3": ["hnsw", "pgvector"], "q4": []}
+    scores = per_query(QRELS, rankings)
+    assert scores["q1"]["ndcg@10"] == pytest.approx(ndcg_at_10(rankings["q1"], QRELS["q1"]))
+    assert scores["q1"]["mrr@10"] == 0.5
+    assert scores["q3"]["ndcg@10"] == pytest.approx(ndcg_at_10(rankings["q3"], QRELS["q3"]))
+    assert scores["q3"]["ndcg@10"] < 1.0  # graded: pgvector (2) belongs first
+    assert scores["q4"] == {"ndcg@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
+    # MRR is cut at 10, Recall at 100.
+    late = [f"n{i}" for i in range(10)] + ["blood"]
+    assert per_query(QRELS, {"q2": late})["q2"] == {
+        "ndcg@10": 0.0,
+        "recall@100": 1.0,
+        "mrr@10": 0.0,
+    }
+
+
+def test_library_metrics_rankings_and_rerun(
+    settings: Settings, local_embedder: LocalEmbedder, tmp_path: Path
+) -> None:
+    dataset = load_dataset(write_dataset(tmp_path / "tiny"))
+    assert list(dataset.queries) == ["q1", "q2", "q3", "q4"]  # the unjudged query is left out
+    options = EvalOptions(chunking=ChunkingOptions(max_tokens=32))
+
+    async def go() -> tuple[EvalResult, EvalResult, dict[SearchMode, dict[str, list[str]]]]:
+        async with open_service(settings, embedder=local_embedder) as service:
+            first = await evaluate(service, dataset, options)
+            second = await evaluate(service, dataset, options)
+            return first, second, await rankings_by_hand(service)
+
+    first, second, by_hand = asyncio.run(go())
+    assert first.collection == COLLECTION
+    assert first.chunks > first.documents == len(CORPUS)  # "bread" spans several chunks
+    assert first.ingest.new == len(CORPUS) and first.ingest.chunks_embedded == first.chunks
+    assert second.ingest.chunks_embedded == 0 and second.ingest.unchanged == len(CORPUS)
+    for result in (first, second):
+        assert [m.mode for m in result.modes] == list(SearchMode)
+        for mode in result.modes:
+            assert mode.rankings == by_hand[mode.mode]
+            assert mode.latency.samples == len(QUERIES) and mode.latency.p50_ms > 0
+            expected = {
+                m: sum(s[m] for s in mode.per_query.values()) / len(QUERIES)
+                for m in ("ndcg@10", "recall@100", "mrr@10")
+            }
+            assert mode.scores == pytest.approx(expected)
+        check_against_hand({m.mode.value: m.per_query for m in result.modes}, by_hand)
+        assert result.ann_recall_at_10 is not None and 0.0 <= result.ann_recall_at_10 <= 1.0
+    lexical = first.modes[1]
+    assert lexical.rankings["q4"] == [] and lexical.empty >= 1
+    assert lexical.per_query["q4"]["ndcg@10"] == 0.0
+    dense = first.modes[0]
+    assert dense.rankings["q2"][0] == "blood"  # sanity: the model does find the obvious answer
+
+
+def cli(
+    args: list[str], database_url: str, data_dir: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
+    environment |= {
+        "EMBEDSEARCH_DATABASE_URL": database_url,
+        "EMBEDSEARCH_DATA_DIR": str(data_dir),
+        "EMBEDSEARCH_BACKEND": "torch",  # the library fixture's model: the same vectors
+    } | env
+    return subprocess.run(CLI + args, capture_output=True, text=True, env=environment, timeout=300)
+
+
+def test_cli_writes_json_and_markdown(
+    settings: Settings, local_embedder: LocalEmbedder, database_url: str, tmp_path: Path
+) -> None:
+    root = write_dataset(tmp_path / "tiny")
+    out_json, out_md = tmp_path / "out" / "eval.json", tmp_path / "out" / "eval.md"
+    args = ["eval", str(root), "--out-json", str(out_json), "--out-markdown", str(out_md)]
+    done = cli([*args, "--quiet"], database_url, tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    assert "nDCG@10" in done.stdout and "eval_tiny" in done.stdout
+    report = json.loads(out_json.read_text())
+    assert report["queries"] == len(QUERIES) and report["documents"] == len(CORPUS)
+    assert list(report["modes"]) == ["dense", "lexical", "hybrid"]
+    assert 0.0 <= report["ann_recall@10"] <= 1.0
+    assert report["ingest"]["chunks_embedded"] == report["chunks"]
+    for figures in report["modes"].values():
+        assert figures["latency_ms"]["p95"] >= figures["latency_ms"]["p50"] > 0
+    markdown = out_md.read_text()
+    assert "| mode | nDCG@10 | Recall@100 | MRR@10 |" in markdown
+    assert f"| dense | {report['modes']['dense']['ndcg@10']:.4f} |" in markdown
+
+    async def by_hand() -> dict[SearchMode, dict[str, list[str]]]:
+        async with open_service(settings, embedder=local_embedder) as service:
+            return await rankings_by_hand(service)
+
+    check_against_hand(
+        {mode: figures["per_query"] for mode, figures in report["modes"].items()},
+        asyncio.run(by_hand()),
+    )
+
+    again = cli(
+        [*args, "--modes", "lexical", "--max-queries", "2"], database_url, tmp_path / "data"
+    )
+    assert again.returncode == 0, again.stderr
+    rerun = json.loads(out_json.read_text())
+    assert rerun["ingest"]["chunks_embedded"] == 0
+    assert rerun["ingest"]["unchanged"] == len(CORPUS)
+    assert list(rerun["modes"]) == ["lexical"] and rerun["queries"] == 2
+    assert rerun["ann_recall@10"] is None  # dense was not run
+
+
+def break_corpus(root: Path) -> None:
+    with (root / "corpus.jsonl").open("a") as handle:
+        handle.write('{"_id": "broken", "text": \n')
+
+
+def break_queries(root: Path) -> None:
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "fine"}\nnot json\n')
+
+
+@pytest.mark.parametrize(
+    ("change", "extra", "message"),
+    [
+        (lambda root: None, ["--modes", "dense,sparse"], "unknown mode 'sparse'"),
+        (lambda root: (root / "corpus.jsonl").unlink(), [], "corpus.jsonl: missing"),
+        (lambda root: (root / "queries.jsonl").unlink(), [], "queries.jsonl: missing"),
+        (lambda root: (root / "qrels" / "test.tsv").unlink(), [], "test.tsv: missing"),
+        (lambda root: None, ["--split", "dev"], "qrels/dev.tsv: missing"),
+        (break_corpus, [], "corpus.jsonl:13: "),
+        (break_queries, [], "queries.jsonl:2: "),
+        (
+            lambda root: (root / "qrels" / "test.tsv").write_text("q1\tbread\tvery\n"),
+            [],
+            "test.tsv:1: expected",
+        ),
+        (lambda root: None, ["--collection", "Bad-Name"], "collection must match"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    tmp_path: Path, change: Callable[[Path], object], extra: list[str], message: str
+) -> None:
+    root = write_dataset(tmp_path / "tiny")
+    change(root)
+    # Nothing here reaches the database: the input is checked before it starts.
+    done = cli(["eval", str(root), *extra], "postgresql://nowhere.invalid/db", tmp_path / "data")
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_missing_folder_exits_2(tmp_path: Path) -> None:
+    done = cli(["eval", str(tmp_path / "nope")], "postgresql://nowhere.invalid/db", tmp_path)
+    assert done.returncode == 2
+    assert "no such folder" in done.stderr and "Traceback" not in done.stderr
