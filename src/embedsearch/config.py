@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(default=100_000, ge=1)
     max_batch_items: int = Field(default=1000, ge=1)
     max_document_chars: int = Field(default=10_000_000, ge=1)
+    # HNSW candidate list per search (recall against speed); a request may set its own.
+    ef_search: int = Field(default=100, ge=1, le=1000)
     # Upper bound for maintenance_work_mem while building an ANN index (sized from the rows).
     index_build_memory_mb: int = Field(default=1024, ge=64)
 

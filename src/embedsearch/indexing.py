@@ -10,7 +10,6 @@ import numpy as np
 
 from embedsearch.errors import Conflict, InvalidInput
 from embedsearch.service import SearchService
-from embedsearch.store.pgstore import HNSW_DEFAULT_EF_SEARCH
 from embedsearch.store.records import CollectionRecord, IndexBuildProgress, VectorIndexState
 from embedsearch.vector_index import IndexSpec, IndexType, Storage, lists_for, probes_for
 
@@ -113,7 +112,7 @@ class IndexManager:
             index_bytes=sum(i.size_bytes for i in indexes),
             table_bytes=await store.table_size(record.table),
             valid=all(i.valid for i in indexes),
-            ef_search=HNSW_DEFAULT_EF_SEARCH if index_type is IndexType.HNSW else None,
+            ef_search=store.ef_search if index_type is IndexType.HNSW else None,
             probes=record.probes if index_type is IndexType.IVFFLAT else None,
             built_at=record.index_built_at,
             recall_at_k=recall,
@@ -177,7 +176,8 @@ def advise(report: IndexReport, shared_buffers_bytes: int) -> list[str]:
         if report.type is IndexType.HNSW:
             advice.append(
                 f"estimated recall@{report.k} is {report.recall_at_k:.3f}: raise efSearch per "
-                f"request (default {report.ef_search}), or rebuild with larger m/efConstruction"
+                f"request or EMBEDSEARCH_EF_SEARCH (now {report.ef_search}), or rebuild with "
+                "larger m/efConstruction"
             )
         elif report.type is IndexType.IVFFLAT:
             advice.append(

@@ -56,6 +56,7 @@ async def open_service(
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout_s=settings.db_timeout_s,
+            ef_search=settings.ef_search,
         )
         stack.push_async_callback(store.close)
         await store.open(

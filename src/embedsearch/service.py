@@ -365,8 +365,12 @@ class SearchService:
             )
         if mmr is not None and vector is not None and hits:
             stored = await self.store.vectors([hit.chunk_id for hit in hits], record.table)
-            candidates = np.stack([stored[hit.chunk_id] for hit in hits])
-            order = maximal_marginal_relevance(vector, candidates, limit=limit, lambda_=mmr.lambda_)
+            # MMR compares by cosine; raw (non-unit) collections are scaled here, not stored so.
+            candidates = normalize_rows(np.stack([stored[hit.chunk_id] for hit in hits]))
+            query_unit = normalize_rows(vector[None, :])[0]
+            order = maximal_marginal_relevance(
+                query_unit, candidates, limit=limit, lambda_=mmr.lambda_
+            )
             hits = [hits[i] for i in order]
         return SearchOutcome(hits, record.model, distance, truncated, record.name)
 

@@ -1,4 +1,4 @@
-"""Command line: `embedsearch serve | embed | search | ingest | collections | eval`.
+"""Command line: `embedsearch serve | embed | search | ingest | collections | index | eval`.
 
 Heavy imports (torch, onnxruntime, the API) happen inside commands, so --help is instant."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import sys
 
-from embedsearch.cli import chunks, collections, evaluate, ingest, serve
+from embedsearch.cli import chunks, collections, evaluate, index, ingest, serve
 from embedsearch.cli.common import app
 
-__all__ = ["app", "chunks", "collections", "evaluate", "ingest", "main", "serve"]
+__all__ = ["app", "chunks", "collections", "evaluate", "index", "ingest", "main", "serve"]
 
 
 def main() -> None:

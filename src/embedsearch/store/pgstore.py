@@ -40,7 +40,10 @@ DEFAULT_TABLE = "chunk_embeddings"  # the brief's table
 DEFAULT_LAYOUT = TableLayout(DEFAULT_TABLE)
 # Rows at or below this go through INSERTs; above, through binary COPY into a staging table.
 _COPY_THRESHOLD = 8
-HNSW_DEFAULT_EF_SEARCH = 40
+# pgvector's own hnsw.ef_search default: what a transaction has unless we set it.
+_PG_EF_SEARCH = 40
+# Ours: measured to keep ANN recall@10 >= 0.98 against exact search (benchmarks/search.py).
+DEFAULT_EF_SEARCH = 100
 _HNSW_MAX_EF_SEARCH = 1000
 Connection = psycopg.AsyncConnection[Any]
 
@@ -78,9 +81,16 @@ class PgStore:
     """Owns a connection pool to one database; every call is scoped by its collection's table."""
 
     def __init__(
-        self, conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout_s: float = 5.0,
+        ef_search: int = DEFAULT_EF_SEARCH,
     ) -> None:
         self._conninfo = conninfo
+        self.ef_search = ef_search  # HNSW candidate list when a request does not set one
         self._timeout_s = timeout_s
         self._pool = AsyncConnectionPool(
             conninfo,
@@ -289,7 +299,9 @@ class PgStore:
             if exact:
                 await conn.execute(sql.DISABLE_INDEX_SCANS)
             else:
-                await _tune_index_scan(conn, layout, limit, ef_search, probes, filter_ is not None)
+                await _tune_index_scan(
+                    conn, layout, limit, ef_search or self.ef_search, probes, filter_ is not None
+                )
             rows = await (await conn.execute(statement, params)).fetchall()
         hits = [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
         # Ordered through the index; for unit vectors every metric agrees, and a stable sort
@@ -310,7 +322,7 @@ class PgStore:
         """Lexical search (query None) or hybrid search (dense + lexical, fused with RRF).
         Scores: larger is better."""
         condition, params = compile_filter(filter_)
-        candidates = min(max(limit * 4, HNSW_DEFAULT_EF_SEARCH), _HNSW_MAX_EF_SEARCH)
+        candidates = min(max(limit * 4, self.ef_search), _HNSW_MAX_EF_SEARCH)
         params |= {"text": text, "limit": limit, "query": query, "k": candidates, "rrf_k": rrf_k}
         statement = (
             sql.lexical_search(layout.table, condition)
@@ -324,7 +336,9 @@ class PgStore:
         )
         async with self._transaction() as conn:
             if query is not None:
-                await _tune_index_scan(conn, layout, candidates, None, None, filter_ is not None)
+                await _tune_index_scan(
+                    conn, layout, candidates, self.ef_search, None, filter_ is not None
+                )
             rows = await (await conn.execute(statement, params)).fetchall()
         return [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
 
@@ -508,14 +522,14 @@ async def _tune_index_scan(
     conn: Connection,
     layout: TableLayout,
     limit: int,
-    ef_search: int | None,
+    ef_search: int,
     probes: int | None,
     filtered: bool,
 ) -> None:
     """Per-transaction index settings: HNSW's candidate list, IVFFlat's lists to scan, and
     iterative scans so a filter still yields `limit` rows."""
-    ef = min(max(limit, ef_search or HNSW_DEFAULT_EF_SEARCH), _HNSW_MAX_EF_SEARCH)
-    if ef != HNSW_DEFAULT_EF_SEARCH:
+    ef = min(max(limit, ef_search), _HNSW_MAX_EF_SEARCH)
+    if ef != _PG_EF_SEARCH:
         await conn.execute(sql.SET_EF_SEARCH, (str(ef),))
     probes = probes or layout.probes
     if probes is not None:
