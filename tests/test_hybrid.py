@@ -85,3 +85,15 @@ def test_bad_search_requests(seeded: httpx.Client, body: dict[str, Any], field: 
     response = seeded.post("/search", json=body)
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["field"] == field
+
+
+def test_plain_words_match_any_ranked_by_how_many(seeded: httpx.Client) -> None:
+    """A natural-language query rarely has every word in one chunk: plain words match any of
+    them, and chunks holding more of them rank first."""
+    found = search(seeded, query="why do wolves and cats hunt at dawn", mode="lexical")
+    assert [r["chunkId"] for r in found] == ["cats", "dogs"]
+    assert found[0]["score"] > found[1]["score"]
+    # Explicit syntax keeps its strict meaning: a phrase, an exclusion.
+    assert search(seeded, query='"hunt at dawn" wolves', mode="lexical") == []
+    assert [r["chunkId"] for r in search(seeded, query="cats -dawn wolves", mode="lexical")] == []
+    assert search(seeded, query="the and of", mode="lexical") == []  # stop words only

@@ -286,15 +286,31 @@ SELECT chunk_id, score, content, metadata, document_id FROM nearest ORDER BY ran
 DISABLE_INDEX_SCANS = sql.SQL("SELECT set_config('enable_indexscan', 'off', true)")
 
 
+# The full-text query. Plain words match ANY of them, as search engines do (ranking rewards
+# chunks holding more of them): requiring every word found nothing for 283 of SciFact's 300
+# questions. A query using websearch syntax for "phrases" or -exclusions keeps its strict
+# meaning. Stop words alone give an empty query, which matches nothing.
+_TSQUERY = sql.SQL(r"""(
+    SELECT CASE
+        WHEN %(text)s ~ '"|(^|\s)-\S' THEN websearch_to_tsquery('english', %(text)s)
+        ELSE (
+            SELECT coalesce(string_agg(quote_literal(lexeme), ' | '), '')::tsquery
+            FROM unnest(tsvector_to_array(to_tsvector('english', %(text)s))) AS lexeme
+        )
+    END
+) AS query (q)""")
+
+
 def lexical_search(table: str, condition: sql.Composable) -> sql.Composed:
-    """Full-text search: websearch syntax ("quoted phrases", -exclusions, or), ranked by
-    ts_rank_cd (larger is better)."""
+    """Full-text search: any of the words, or websearch syntax ("quoted phrases",
+    -exclusions, or), ranked by ts_rank normalized by document length (larger is better;
+    on SciFact it beat ts_rank_cd by +0.17 nDCG@10 with any-word queries)."""
     return sql.SQL("""
-SELECT chunk_id, ts_rank_cd(content_tsv, q) AS score, content, metadata, document_id
-FROM {table}, websearch_to_tsquery('english', %(text)s) AS q
+SELECT chunk_id, ts_rank(content_tsv, q, 1) AS score, content, metadata, document_id
+FROM {table}, {tsquery}
 WHERE content_tsv @@ q AND {condition}
 ORDER BY score DESC, chunk_id
-LIMIT %(limit)s""").format(table=sql.Identifier(table), condition=condition)
+LIMIT %(limit)s""").format(table=sql.Identifier(table), condition=condition, tsquery=_TSQUERY)
 
 
 def hybrid_search(
@@ -310,12 +326,12 @@ WITH dense AS MATERIALIZED (
         WHERE {condition} ORDER BY embedding {order} {query} LIMIT %(k)s
     ) AS nearest
 ), lexical AS MATERIALIZED (
-    SELECT chunk_id, row_number() OVER (ORDER BY rank_cd DESC, chunk_id) AS rank
+    SELECT chunk_id, row_number() OVER (ORDER BY text_rank DESC, chunk_id) AS rank
     FROM (
-        SELECT chunk_id, ts_rank_cd(content_tsv, q) AS rank_cd
-        FROM {table}, websearch_to_tsquery('english', %(text)s) AS q
+        SELECT chunk_id, ts_rank(content_tsv, q, 1) AS text_rank
+        FROM {table}, {tsquery}
         WHERE content_tsv @@ q AND {condition}
-        ORDER BY rank_cd DESC, chunk_id LIMIT %(k)s
+        ORDER BY text_rank DESC, chunk_id LIMIT %(k)s
     ) AS matched
 ), fused AS (
     SELECT chunk_id, sum(1.0 / (%(rrf_k)s + rank)) AS score
@@ -330,6 +346,7 @@ LIMIT %(limit)s""").format(
         condition=condition,
         order=sql.SQL(order_by.operator),
         query=_query_vector(storage),
+        tsquery=_TSQUERY,
     )
 
 
