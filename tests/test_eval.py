@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,8 +20,8 @@ from embedsearch.evaluation.metrics import per_query
 from embedsearch.runtime import open_service
 from embedsearch.search_mode import SearchMode
 from embedsearch.service import SearchService
+from tests.test_cli import run as run_cli
 
-CLI = [sys.executable, "-m", "embedsearch.cli"]
 COLLECTION = "eval_tiny"
 LONG = (
     "Sourdough bread rises with a starter of wild yeast and lactic acid bacteria. "
@@ -167,16 +165,9 @@ def test_library_metrics_rankings_and_rerun(
     assert dense.rankings["q2"][0] == "blood"  # sanity: the model does find the obvious answer
 
 
-def cli(
-    args: list[str], database_url: str, data_dir: Path, **env: str
-) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
-    environment |= {
-        "EMBEDSEARCH_DATABASE_URL": database_url,
-        "EMBEDSEARCH_DATA_DIR": str(data_dir),
-        "EMBEDSEARCH_BACKEND": "torch",  # the library fixture's model: the same vectors
-    } | env
-    return subprocess.run(CLI + args, capture_output=True, text=True, env=environment, timeout=300)
+def cli(args: list[str], database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    # torch: the library fixture's model, so both paths make the same vectors.
+    return run_cli(args, database_url, data_dir, EMBEDSEARCH_BACKEND="torch")
 
 
 def test_cli_writes_json_and_markdown(

@@ -93,7 +93,7 @@ class IndexManager:
         store = self.service.store
         rows = await store.count(record.table)
         indexes = await store.vector_indexes(record.table)
-        index = _current(indexes, record.table)
+        index = _current(indexes)
         index_type = index.type if index else IndexType.NONE
         recall, sampled = None, 0
         if sample and rows:
@@ -143,7 +143,7 @@ class IndexManager:
         return float(np.mean(overlaps)) if overlaps else 1.0
 
 
-def _current(indexes: list[VectorIndexState], table: str) -> VectorIndexState | None:
+def _current(indexes: list[VectorIndexState]) -> VectorIndexState | None:
     """The index searches use (a leftover from a failed build does not count)."""
     valid = [i for i in indexes if i.valid and not i.name.endswith("_vec_build")]
     return valid[0] if valid else None
