@@ -36,7 +36,7 @@ from embedsearch.store.records import CollectionOptions, CollectionRecord
 from embedsearch.vector_index import IndexSpec, IndexType, Storage, lists_for, probes_for
 
 WRITE_BATCH = 5000
-EF_SWEEP = (None, 64, 100, 200)  # None: the service's default
+EF_SWEEP = (None, 40, 150, 200)  # None: the service's default (PgStore.ef_search)
 
 
 def spread(docs: np.ndarray, rows: int, seed: int = 11) -> np.ndarray:
@@ -126,7 +126,7 @@ async def run(args: argparse.Namespace) -> None:
     await store.open(model="all-MiniLM-L6-v2", dimensions=vectors.shape[1])
     results: list[tuple[str, str, str]] = []
     try:
-        for storage in (Storage.VECTOR, Storage.HALFVEC):
+        for storage in args.storage:
             start = time.perf_counter()
             record = await load(store, f"bench_{storage.value}", storage, vectors)
             print(
@@ -142,7 +142,8 @@ async def run(args: argparse.Namespace) -> None:
                 )
             )
             for index_type in (IndexType.HNSW, IndexType.IVFFLAT):
-                record, seconds, size = await build(store, record, IndexSpec(index_type), args.rows)
+                spec = IndexSpec(index_type, args.m, args.ef_construction)
+                record, seconds, size = await build(store, record, spec, args.rows)
                 label = f"{storage.value} {index_type.value}"
                 results.append((f"{label} build", f"{seconds:.1f} s, {size / 2**20:.0f} MiB", ""))
                 await measure(store, record, queries[:20], exact=False)  # warm the cache
@@ -182,6 +183,11 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=beir.DEFAULT_DATASET)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--m", type=int, default=IndexSpec.m, help="HNSW m")
+    parser.add_argument("--ef-construction", type=int, default=IndexSpec.ef_construction)
+    parser.add_argument(
+        "--storage", type=Storage, nargs="+", default=[Storage.VECTOR, Storage.HALFVEC]
+    )
     asyncio.run(run(parser.parse_args()))
 
 

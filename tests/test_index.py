@@ -124,7 +124,7 @@ def test_ivfflat_lists_probes_advice_and_rebuild(client: httpx.Client, database_
     assert (hnsw["type"], hnsw["options"], hnsw["efSearch"]) == (
         "hnsw",
         {"m": 8, "ef_construction": 32},
-        100,
+        200,
     )
     assert [i[1:] for i in vector_indexes(database_url, "c_docs")] == [
         ("hnsw", "m=8,ef_construction=32")

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(default=1000, ge=1)
     max_document_chars: int = Field(default=10_000_000, ge=1)
     # HNSW candidate list per search (recall against speed); a request may set its own.
-    ef_search: int = Field(default=100, ge=1, le=1000)
+    ef_search: int = Field(default=200, ge=1, le=1000)
     # Upper bound for maintenance_work_mem while building an ANN index (sized from the rows).
     index_build_memory_mb: int = Field(default=1024, ge=64)
 
