@@ -43,7 +43,8 @@ def run_ingest(corpus: Path, data_dir: Path) -> tuple[float, float, int]:
         check=True,
     )
     wall = time.perf_counter() - start
-    print("   ", result.stdout.strip().splitlines()[-1])
+    for line in result.stdout.strip().splitlines():
+        print("   ", line)
     match = SUMMARY.search(result.stdout)
     assert match, result.stdout
     return wall, float(match.group(3)), int(match.group(1))

@@ -316,6 +316,7 @@ def _report(**fields: Any) -> IndexReport:
         ({"type": IndexType.NONE, "rows": 500}, []),
         ({"recall_at_k": 0.9}, ["raise efSearch"]),
         ({"valid": False}, ["invalid index"]),
+        ({"deferred": True, "type": IndexType.NONE, "rows": 50_000}, ["did not finish"]),
         ({"index_bytes": 1 << 30}, ["larger than shared_buffers", "halfvec"]),
         (
             {"type": IndexType.IVFFLAT, "options": {"lists": 1}, "index_rows": 1000},

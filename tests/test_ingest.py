@@ -15,6 +15,7 @@ from psycopg import sql
 
 from tests.pdfs import write_blank_pdf, write_text_pdf
 from tests.servers import rows
+from tests.test_cli import run as cli
 
 CLI = [sys.executable, "-m", "embedsearch.cli"]
 WORDS = [
@@ -72,12 +73,6 @@ def synthetic_corpus(n: int) -> str:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ingest-data")  # shared: the ONNX export is built once
-
-
-def cli(args: list[str], database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
-    env |= {"EMBEDSEARCH_DATABASE_URL": database_url, "EMBEDSEARCH_DATA_DIR": str(data_dir)}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.fixture
@@ -196,19 +191,23 @@ def state(
 def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_ingest(
     tmp_path: Path, database_url: str, data_dir: Path
 ) -> None:
+    """Also with the bulk-load path: 600 documents into an empty collection (threshold 100 here)
+    drop the HNSW index first; the killed run leaves it unbuilt, and the re-run builds it."""
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(synthetic_corpus(600))
+    bulk = {"EMBEDSEARCH_DEFER_INDEX_MIN_DOCUMENTS": "100"}
     for name in ("whole", "killed"):
         assert cli(["collections", "create", name], database_url, data_dir).returncode == 0
-    assert (
-        cli(
-            ["ingest", str(corpus), "--collection", "whole", "--quiet"], database_url, data_dir
-        ).returncode
-        == 0
+    whole = cli(
+        ["ingest", str(corpus), "--collection", "whole", "--quiet"], database_url, data_dir, **bulk
     )
+    assert whole.returncode == 0, whole.stderr
+    assert "built the deferred HNSW index" in whole.stdout
+    assert hnsw_options(database_url, "c_whole") == ["m=16,ef_construction=64"]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
     env |= {"EMBEDSEARCH_DATABASE_URL": database_url, "EMBEDSEARCH_DATA_DIR": str(data_dir)}
+    env |= bulk
     process = subprocess.Popen(
         [*CLI, "ingest", str(corpus), "--collection", "killed", "--quiet"], env=env
     )
@@ -227,6 +226,9 @@ def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_ingest(
         database_url, "SELECT count(*) FROM embedsearch_documents WHERE collection = 'killed'"
     )[0][0]
     assert 0 < partial < 600  # it really was interrupted
+    assert hnsw_options(database_url, "c_killed") == []  # deferred to the end of the load
+    deferred = "SELECT deferred_index FROM embedsearch_collections WHERE name = 'killed'"
+    assert rows(database_url, deferred) == [({"type": "hnsw", "m": 16, "ef_construction": 64},)]
     # No half documents: every stored document has all its chunks.
     assert rows(
         database_url,
@@ -236,10 +238,25 @@ def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_ingest(
 
     rerun = cli(
         ["ingest", str(corpus), "--collection", "killed", "--quiet"], database_url, data_dir
-    )
+    )  # the default threshold: the collection is not empty anyway; the deferral still ends
     assert rerun.returncode == 0, rerun.stderr
     assert f"{partial} unchanged" in rerun.stdout
     assert state(database_url, "killed") == state(database_url, "whole")
+    assert hnsw_options(database_url, "c_killed") == ["m=16,ef_construction=64"]
+    assert rows(database_url, deferred) == [(None,)]
+
+
+def hnsw_options(database_url: str, table: str) -> list[str]:
+    return [
+        r[0]
+        for r in rows(
+            database_url,
+            "SELECT array_to_string(i.reloptions, ',') FROM pg_index x"
+            " JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am am ON am.oid = i.relam"
+            " WHERE x.indrelid = %s::regclass AND am.amname = 'hnsw'",
+            (table,),
+        )
+    ]
 
 
 def test_cli_ingest_while_the_server_runs_on_the_same_data_dir(

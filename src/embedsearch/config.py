@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(default=100_000, ge=1)
     max_batch_items: int = Field(default=1000, ge=1)
     max_document_chars: int = Field(default=10_000_000, ge=1)
+    # A load of at least this many documents into an empty collection builds its HNSW index
+    # once at the end instead of insert by insert (0: never).
+    defer_index_min_documents: int = Field(default=1000, ge=0)
     # HNSW candidate list per search (recall against speed); a request may set its own.
     ef_search: int = Field(default=200, ge=1, le=1000)
     # Upper bound for maintenance_work_mem while building an ANN index (sized from the rows).

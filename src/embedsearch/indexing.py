@@ -40,6 +40,7 @@ class IndexReport:
     sample: int
     advice: list[str]
     build: IndexBuildProgress | None  # a build running right now
+    deferred: bool = False  # an unfinished bulk load dropped the index to build it at its end
 
 
 class IndexManager:
@@ -83,6 +84,19 @@ class IndexManager:
         self.service.forget_cached(record.name)
         return await self.report(collection, sample=0)
 
+    async def finish_deferred(self, collection: str) -> IndexReport | None:
+        """Build the index a bulk load deferred (also one left by an interrupted load)."""
+        record = (await self.service.target(collection)).record
+        deferred = record.deferred_index
+        if deferred is None:
+            return None
+        spec = IndexSpec(
+            IndexType(deferred["type"]),
+            m=deferred.get("m", IndexSpec.m),
+            ef_construction=deferred.get("ef_construction", IndexSpec.ef_construction),
+        )
+        return await self.build(collection, spec)
+
     async def report(self, collection: str, *, sample: int = 50, k: int = 10) -> IndexReport:
         if not 0 <= sample <= MAX_SAMPLE:
             raise InvalidInput(f"sample must be between 0 and {MAX_SAMPLE}", field="sample")
@@ -120,6 +134,7 @@ class IndexManager:
             sample=sampled,
             advice=[],
             build=await store.index_build_progress(record.table),
+            deferred=record.deferred_index is not None,
         )
         return replace(report, advice=advise(report, await store.shared_buffers_bytes()))
 
@@ -158,7 +173,12 @@ def advise(report: IndexReport, shared_buffers_bytes: int) -> list[str]:
             "an interrupted build left an invalid index behind; rebuild the index "
             f"(embedsearch index build {name})"
         )
-    if report.type is IndexType.NONE and report.rows >= UNINDEXED_ROWS_ADVICE:
+    if report.deferred:
+        advice.append(
+            "a bulk load dropped the index to build it at its end and did not finish; re-run "
+            f"the ingest, or build it now (embedsearch index build {name})"
+        )
+    elif report.type is IndexType.NONE and report.rows >= UNINDEXED_ROWS_ADVICE:
         advice.append(
             f"{report.rows} rows and no ANN index: every search scans the whole table; "
             f"build one (embedsearch index build {name} --type hnsw)"

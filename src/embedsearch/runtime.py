@@ -69,4 +69,5 @@ async def open_service(
             max_batch_items=settings.max_batch_items,
             max_document_chars=settings.max_document_chars,
             index_build_memory_bytes=settings.index_build_memory_mb * 2**20,
+            defer_index_min_documents=settings.defer_index_min_documents,
         )

@@ -115,6 +115,7 @@ class SearchService:
         max_batch_items: int = 1000,
         max_document_chars: int = 10_000_000,
         index_build_memory_bytes: int = 1024 * 2**20,
+        defer_index_min_documents: int = 1000,
     ) -> None:
         self.embedders = embedders
         self.store = store
@@ -122,6 +123,7 @@ class SearchService:
         self.max_batch_items = max_batch_items
         self.max_document_chars = max_document_chars
         self.index_build_memory_bytes = index_build_memory_bytes
+        self.defer_index_min_documents = defer_index_min_documents
         self._default: tuple[float, CollectionRecord] | None = None
 
     @property

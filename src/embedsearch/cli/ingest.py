@@ -51,6 +51,7 @@ def ingest(
                 collection=collection,
                 options=options,
                 on_progress=advance,
+                expected_documents=total,
             )
         summary.failed[:0] = missing
         return summary
@@ -62,6 +63,8 @@ def ingest(
         f"{summary.unchanged} unchanged, {len(summary.failed)} failed; "
         f"{summary.chunks_embedded} chunks embedded in {summary.seconds:.1f} s ({rate:.1f} chunks/s)"
     )
+    if summary.index_seconds is not None:
+        typer.echo(f"built the deferred HNSW index in {summary.index_seconds:.1f} s")
     for failure in summary.failed:
         typer.echo(f"failed: {failure.source}: {failure.reason}", err=True)
     if summary.failed:

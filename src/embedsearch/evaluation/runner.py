@@ -84,6 +84,7 @@ async def evaluate(
         collection=name,
         options=options.chunking,
         on_progress=on_ingest,
+        expected_documents=dataset.documents,
     )
     if summary.failed:  # dataset.py read every line; what fails here is an invalid document
         first = summary.failed[0]

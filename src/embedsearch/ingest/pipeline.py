@@ -17,6 +17,7 @@ from embedsearch.chunking import ChunkingOptions
 from embedsearch.documents import DocumentInput, DocumentService, IngestOutcome, Plan
 from embedsearch.embedders.base import Vectors
 from embedsearch.errors import InvalidInput
+from embedsearch.indexing import IndexManager
 from embedsearch.ingest.readers import ReadFailure, Source, read
 from embedsearch.service import Target
 from embedsearch.store.pgstore import StaleDocument
@@ -35,6 +36,7 @@ class Summary:
     chunks_written: int = 0
     chunks_embedded: int = 0
     seconds: float = 0.0
+    index_seconds: float | None = None  # building the index a bulk load deferred
 
     @property
     def documents(self) -> int:
@@ -101,11 +103,18 @@ async def ingest(
     collection: str | None = None,
     options: ChunkingOptions | None = None,
     on_progress: ProgressCallback | None = None,
+    expected_documents: int | None = None,
 ) -> Summary:
+    """Ingest `sources`. A load of at least the service's `defer_index_min_documents`
+    (`expected_documents`) into an empty collection drops its HNSW index first and builds it
+    once at the end; a run that stops midway leaves that to the next run (or `index build`)."""
     summary = Summary()
     options = options or ChunkingOptions()
     target = await documents.service.target(collection)
     started = time.perf_counter()
+    threshold = documents.service.defer_index_min_documents
+    if threshold and expected_documents is not None and expected_documents >= threshold:
+        await documents.service.store.defer_index(target.record)
     planned: asyncio.Queue[tuple[list[DocumentInput], Plan] | None] = asyncio.Queue(_QUEUE)
     embedded: asyncio.Queue[tuple[list[DocumentInput], Plan, Vectors] | None] = asyncio.Queue(
         _QUEUE
@@ -135,6 +144,9 @@ async def ingest(
         group.create_task(plan_stage())
         group.create_task(embed_stage())
         group.create_task(write_stage())
+    index_started = time.perf_counter()
+    if await IndexManager(documents.service).finish_deferred(target.record.name) is not None:
+        summary.index_seconds = time.perf_counter() - index_started
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -239,6 +239,28 @@ class PgStore:
                 await conn.execute(sql.drop_index(building, concurrently=True))
                 raise
 
+    async def defer_index(self, record: CollectionRecord) -> bool:
+        """Before a bulk load into an empty collection: drop its HNSW index and record it, so
+        it is built once at the end (a build is several times cheaper than maintaining the
+        graph insert by insert, and those inserts would compete with the model for the CPU).
+        False, and nothing changed, if the table has rows, the index is not one plain valid
+        HNSW index, or an index build is running."""
+        async with self._transaction() as conn:
+            locked = await (
+                await conn.execute(sql.TRY_LOCK_INDEX_BUILD_XACT, (record.name,))
+            ).fetchone()
+            empty = await (await conn.execute(sql.is_empty(record.table))).fetchone()
+            indexes = await _vector_indexes(conn, record.table)
+            if not (locked and locked[0] and empty and empty[0]) or len(indexes) != 1:
+                return False
+            (index,) = indexes
+            if index.type is not IndexType.HNSW or not index.valid:
+                return False
+            spec = {"type": index.type.value} | index.options
+            await conn.execute(sql.DEFER_INDEX, (Jsonb(spec), record.name))
+            await conn.execute(sql.drop_index(index.name))
+            return True
+
     async def index_build_progress(self, table: str) -> IndexBuildProgress | None:
         async with self._connection() as conn:
             row = await (await conn.execute(sql.INDEX_BUILD_PROGRESS, (table,))).fetchone()

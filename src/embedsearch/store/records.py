@@ -58,6 +58,7 @@ class CollectionRecord:
     probes: int | None = None
     index_rows: int | None = None  # rows present when the ANN index was last built
     index_built_at: datetime | None = None
+    deferred_index: dict[str, Any] | None = None  # see PgStore.defer_index
 
     @property
     def layout(self) -> TableLayout:

@@ -32,7 +32,9 @@ ALTER TABLE embedsearch_collections
     -- IVFFlat: lists scanned per query by default, and the row count its lists were trained on.
     ADD COLUMN IF NOT EXISTS probes INTEGER,
     ADD COLUMN IF NOT EXISTS index_rows BIGINT,
-    ADD COLUMN IF NOT EXISTS index_built_at TIMESTAMPTZ;
+    ADD COLUMN IF NOT EXISTS index_built_at TIMESTAMPTZ,
+    -- A bulk load dropped the index to build it once at the end; what to rebuild.
+    ADD COLUMN IF NOT EXISTS deferred_index JSONB;
 CREATE TABLE IF NOT EXISTS embedsearch_documents (
     collection   TEXT NOT NULL REFERENCES embedsearch_collections (name) ON DELETE CASCADE,
     document_id  TEXT NOT NULL,
@@ -45,7 +47,7 @@ CREATE TABLE IF NOT EXISTS embedsearch_documents (
 )""")
 _COLLECTION_COLUMNS = (
     "SELECT name, table_name, model, dimensions, embedder, distance, created_at, storage,"
-    " normalized, probes, index_rows, index_built_at FROM embedsearch_collections"
+    " normalized, probes, index_rows, index_built_at, deferred_index FROM embedsearch_collections"
 )
 GET_COLLECTION = sql.SQL(_COLLECTION_COLUMNS + " WHERE name = %s")
 LIST_COLLECTIONS = sql.SQL(_COLLECTION_COLUMNS + " ORDER BY name")
@@ -55,9 +57,10 @@ REGISTER_COLLECTION = sql.SQL(
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name"
 )
 RECORD_INDEX_BUILD = sql.SQL(
-    "UPDATE embedsearch_collections SET probes = %s, index_rows = %s, index_built_at = now()"
-    " WHERE name = %s"
+    "UPDATE embedsearch_collections SET probes = %s, index_rows = %s, index_built_at = now(),"
+    " deferred_index = NULL WHERE name = %s"
 )
+DEFER_INDEX = sql.SQL("UPDATE embedsearch_collections SET deferred_index = %s WHERE name = %s")
 FILL_EMBEDDER = sql.SQL(
     "UPDATE embedsearch_collections SET embedder = %s WHERE name = %s AND embedder IS NULL"
 )
@@ -167,6 +170,9 @@ TABLE_SIZE = sql.SQL("SELECT pg_table_size(to_regclass(%s))")
 INDEX_BUILD_PROGRESS = sql.SQL("""
 SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total
 FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s)""")
+TRY_LOCK_INDEX_BUILD_XACT = sql.SQL(
+    "SELECT pg_try_advisory_xact_lock(hashtextextended('index/' || %s, 7))"
+)
 # Session-level: held by the build's own connection, released when it closes.
 TRY_LOCK_INDEX_BUILD = sql.SQL("SELECT pg_try_advisory_lock(hashtextextended('index/' || %s, 7))")
 SET_MAINTENANCE_WORK_MEM = sql.SQL("SELECT set_config('maintenance_work_mem', %s, false)")
@@ -360,6 +366,10 @@ def sample_vectors(table: str) -> sql.Composed:
     return sql.SQL("SELECT embedding FROM {} TABLESAMPLE BERNOULLI (%s) LIMIT %s").format(
         sql.Identifier(table)
     )
+
+
+def is_empty(table: str) -> sql.Composed:
+    return sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(sql.Identifier(table))
 
 
 def count_rows(table: str) -> sql.Composed:
