@@ -21,7 +21,7 @@ from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.indexing import IndexReport, advise
 from embedsearch.store import ChunkRows, PgStore
 from embedsearch.store.embedded import EmbeddedPostgres
-from embedsearch.store.records import TableLayout
+from embedsearch.store.records import IndexBuildProgress, TableLayout
 from embedsearch.vector_index import IndexType, Storage, probes_for
 from tests.raw_embeddings import create_raw_app, raw_vector
 from tests.servers import LiveServer, create_database, live_server, rows
@@ -316,6 +316,7 @@ def _report(**fields: Any) -> IndexReport:
         ({"type": IndexType.NONE, "rows": 500}, []),
         ({"recall_at_k": 0.9}, ["raise efSearch"]),
         ({"valid": False}, ["invalid index"]),
+        ({"valid": False, "build": IndexBuildProgress("building", 1, 9, 5, 0)}, []),
         ({"deferred": True, "type": IndexType.NONE, "rows": 50_000}, ["did not finish"]),
         ({"index_bytes": 1 << 30}, ["larger than shared_buffers", "halfvec"]),
         (

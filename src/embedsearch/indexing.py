@@ -95,7 +95,10 @@ class IndexManager:
             m=deferred.get("m", IndexSpec.m),
             ef_construction=deferred.get("ef_construction", IndexSpec.ef_construction),
         )
-        return await self.build(collection, spec)
+        try:
+            return await self.build(collection, spec)
+        except Conflict:  # another process is building it (a concurrent load finishing)
+            return None
 
     async def report(self, collection: str, *, sample: int = 50, k: int = 10) -> IndexReport:
         if not 0 <= sample <= MAX_SAMPLE:
@@ -168,7 +171,7 @@ def advise(report: IndexReport, shared_buffers_bytes: int) -> list[str]:
     """Plain advice from a report; empty when nothing needs doing."""
     advice = []
     name = report.collection
-    if not report.valid:
+    if not report.valid and report.build is None:  # a running build is invalid until done
         advice.append(
             "an interrupted build left an invalid index behind; rebuild the index "
             f"(embedsearch index build {name})"
