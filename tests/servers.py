@@ -145,3 +145,18 @@ def rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         register_vector(conn)
         return conn.execute(query, params).fetchall()
+
+
+def vector_indexes(url: str, table: str) -> list[tuple[str, str, str]]:
+    """A table's ANN indexes as the catalog has them: (name, method, options)."""
+    return [
+        (r[0], r[1], r[2])
+        for r in rows(
+            url,
+            "SELECT i.relname, am.amname, array_to_string(i.reloptions, ',')"
+            " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+            " JOIN pg_am am ON am.oid = i.relam"
+            " WHERE x.indrelid = %s::regclass AND am.amname IN ('hnsw', 'ivfflat')",
+            (table,),
+        )
+    ]

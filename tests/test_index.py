@@ -24,7 +24,7 @@ from embedsearch.store.embedded import EmbeddedPostgres
 from embedsearch.store.records import IndexBuildProgress, TableLayout
 from embedsearch.vector_index import IndexType, Storage, probes_for
 from tests.raw_embeddings import create_raw_app, raw_vector
-from tests.servers import LiveServer, create_database, live_server, rows
+from tests.servers import LiveServer, create_database, live_server, rows, vector_indexes
 from tests.test_cli import run as cli_run
 
 DIMS = 384
@@ -56,20 +56,6 @@ def load(database_url: str, layout: TableLayout, vectors: np.ndarray, start: int
             await store.close()
 
     asyncio.run(write())
-
-
-def vector_indexes(database_url: str, table: str) -> list[tuple[str, str, str]]:
-    return [
-        (r[0], r[1], r[2])
-        for r in rows(
-            database_url,
-            "SELECT i.relname, am.amname, array_to_string(i.reloptions, ',')"
-            " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
-            " JOIN pg_am am ON am.oid = i.relam"
-            " WHERE x.indrelid = %s::regclass AND am.amname IN ('hnsw', 'ivfflat')",
-            (table,),
-        )
-    ]
 
 
 def top_ids(client: httpx.Client, **body: Any) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from tests.pdfs import write_blank_pdf, write_text_pdf
-from tests.servers import rows
+from tests.servers import rows, vector_indexes
 from tests.test_cli import run as cli
 
 CLI = [sys.executable, "-m", "embedsearch.cli"]
@@ -248,14 +248,7 @@ def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_ingest(
 
 def hnsw_options(database_url: str, table: str) -> list[str]:
     return [
-        r[0]
-        for r in rows(
-            database_url,
-            "SELECT array_to_string(i.reloptions, ',') FROM pg_index x"
-            " JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am am ON am.oid = i.relam"
-            " WHERE x.indrelid = %s::regclass AND am.amname = 'hnsw'",
-            (table,),
-        )
+        options for _, method, options in vector_indexes(database_url, table) if method == "hnsw"
     ]
 
 

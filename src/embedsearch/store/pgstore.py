@@ -355,7 +355,7 @@ class PgStore:
             else sql.hybrid_search(
                 layout.table,
                 condition,
-                order_by=layout.order_by(layout.index_distance, exact=False),
+                order_by=layout.index_distance,
                 storage=layout.storage,
             )
         )
@@ -521,8 +521,8 @@ async def _create_collection(
     await conn.execute(sql.create_chunk_table(table, dimensions, storage))
     await conn.execute(sql.upgrade_chunk_table(table))
     if spec.type is IndexType.HNSW and dimensions <= storage.max_indexed_dimensions:
-        distance = Distance.COSINE if options.normalized else options.distance
-        opclass = storage.opclass(distance)
+        layout = TableLayout(table, storage, options.normalized, options.distance)
+        opclass = storage.opclass(layout.index_distance)
         await conn.execute(
             sql.create_vector_index(index_name(table, spec.type), table, opclass, spec)
         )
