@@ -56,9 +56,9 @@ async def search_pgvector(body: SearchRequest, service: ServiceDep) -> SearchRes
 async def search(body: SearchAnyRequest, service: ServiceDep) -> SearchResponse:
     """Dense (as /search/pgvector: distance, smallest first), lexical (PostgreSQL full-text
     search: any of the words, or websearch syntax; ts_rank, largest first) or hybrid
-    (Reciprocal Rank Fusion of both lists; RRF score, largest first). With `mmr`, the top `fetchK` results are
-    re-ranked for diversity and returned in MMR order (relevance there is cosine similarity
-    to the query; scores are those of the mode)."""
+    (Reciprocal Rank Fusion of both lists; RRF score, largest first). With `mmr`, the top
+    `fetchK` results are re-ranked for diversity and returned in MMR order (relevance there is
+    cosine similarity to the query; scores are those of the mode)."""
     outcome = await service.search_any(
         body.query,
         mode=body.mode,
