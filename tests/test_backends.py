@@ -49,6 +49,19 @@ def test_export_is_cached_and_reused(onnx_cache_dir: Path) -> None:
     assert not list(Path(onnx_cache_dir).rglob("*.onnx.tmp"))
 
 
+def test_int8_export_quantizes_the_fused_graph(onnx_cache_dir: Path) -> None:
+    import onnx
+
+    embedder = LocalEmbedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=onnx_cache_dir)
+    assert embedder.backend == "onnx-int8"  # this machine has int8 kernels
+    (int8,) = onnx_cache_dir.glob("onnx/*/onnx/model_int8_*.onnx")
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    # One quantized attention node per layer; Add + LayerNormalization left unfused.
+    assert {"QAttention", "MatMulInteger", "LayerNormalization"} <= ops, ops
+    assert "SkipLayerNormalization" not in ops
+    assert not list(onnx_cache_dir.glob("onnx/*/onnx/model_fused.onnx"))  # the step is gone
+
+
 def test_corrupt_or_missing_cache_is_rebuilt(tmp_path: Path, local_embedder: LocalEmbedder) -> None:
     LocalEmbedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=tmp_path)
     (model_file,) = tmp_path.glob("onnx/*/onnx/model.onnx")

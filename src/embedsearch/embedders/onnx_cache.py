@@ -1,10 +1,18 @@
 """ONNX exports of a Sentence Transformers model, made once and cached under the data dir.
 
-sentence-transformers exports the model with Optimum (`backend="onnx"`) and quantizes it with
-`export_dynamic_quantized_onnx_model`; we keep the result out of site-packages, build it in a
-temporary folder and rename it into place (a crash never leaves half a cache), hold a file
-lock while building (the server and the CLI may start at once), and rebuild a cache that does
-not load.
+sentence-transformers exports the model with Optimum (`backend="onnx"`). For int8 we first fuse
+the graph with its `export_optimized_onnx_model` (ONNX Runtime's transformer optimizer: one
+Attention node per layer, fused GELU) and then quantize the fused graph, which runs 1.3-1.4x
+faster than quantizing the plain export (measured on a 2-core AVX-512 VNNI CPU: 107 vs 81 long
+texts/s, 1.07 vs 1.51 ms for a 21-token query) at the same fidelity (mean cosine to torch 0.993
+vs 0.992). sentence-transformers' `export_dynamic_quantized_onnx_model` cannot quantize a fused
+graph (shape inference does not type ONNX Runtime's own operators), so that step calls ONNX
+Runtime's quantizer with the same per-CPU settings; a model the optimizer does not know falls
+back to `export_dynamic_quantized_onnx_model` on the plain export.
+
+We keep the result out of site-packages, build it in a temporary folder and rename it into
+place (a crash never leaves half a cache), hold a file lock while building (the server and the
+CLI may start at once), and rebuild a cache that does not load.
 """
 
 from __future__ import annotations
@@ -22,6 +30,17 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FP32_FILE = "onnx/model.onnx"
+# Names the export recipe in the cache folder: changing how exports are made must not reuse
+# exports made the old way.
+RECIPE = "fused1"
+_FUSED_SUFFIX = "fused"
+# SkipLayerNormalization is left unfused: ONNX Runtime's CPU kernel for it made the whole model
+# ~30% slower than the plain Add + LayerNormalization it replaces (see local._session_options).
+_FUSION = {
+    "optimization_level": 2,
+    "disable_skip_layer_norm_fusion": True,
+    "disable_bias_skip_layer_norm_fusion": True,
+}
 
 
 def quantization_target(
@@ -60,15 +79,19 @@ def _int8_suffix(target: str) -> str:
 
 @contextmanager
 def _quiet_export() -> Iterator[None]:
-    """The exporter warns about tracing and advises saving the export, which we do."""
+    """The exporter warns about tracing and advises saving the export, which we do; ONNX
+    Runtime's quantizer advises a preprocessing pass (through the root logger) that does not
+    apply to dynamic quantization."""
     st_logger = logging.getLogger("sentence_transformers")
     level = st_logger.level
     st_logger.setLevel(logging.ERROR)
+    logging.disable(logging.WARNING)  # once per model and machine, for a few seconds
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
+        logging.disable(logging.NOTSET)
         st_logger.setLevel(level)
 
 
@@ -86,13 +109,47 @@ def _build(model_dir: Path, destination: Path, quantize_for: str | None) -> None
             )
         model.save_pretrained(str(staging))
         if quantize_for is not None:
-            export_dynamic_quantized_onnx_model(
-                model, quantize_for, str(staging), file_suffix=_int8_suffix(quantize_for)
-            )
+            try:
+                with _quiet_export():
+                    _quantize_fused(model, staging, quantize_for)
+            except Exception as exc:  # an architecture the optimizer does not know
+                log.warning("cannot fuse %s (%s); quantizing the plain graph", model_dir.name, exc)
+                export_dynamic_quantized_onnx_model(
+                    model, quantize_for, str(staging), file_suffix=_int8_suffix(quantize_for)
+                )
         shutil.rmtree(destination, ignore_errors=True)
         staging.rename(destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _quantize_fused(model: Any, folder: Path, target: str) -> None:
+    """Fuse the exported graph, then give it int8 weights with Optimum's settings for `target`."""
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig, OptimizationConfig
+    from sentence_transformers import export_optimized_onnx_model
+
+    export_optimized_onnx_model(
+        model, OptimizationConfig(**_FUSION), str(folder), file_suffix=_FUSED_SUFFIX
+    )
+    fused = folder / f"onnx/model_{_FUSED_SUFFIX}.onnx"
+    config = getattr(AutoQuantizationConfig, target)(is_static=False)
+    quantize_dynamic(
+        fused,
+        folder / int8_file(target),
+        per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        weight_type=config.weights_dtype,
+        op_types_to_quantize=list(config.operators_to_quantize),
+        extra_options={
+            "WeightSymmetric": config.weights_symmetric,
+            "ActivationSymmetric": config.activations_symmetric,
+            # The fused operators are ONNX Runtime's own; their outputs are float tensors.
+            "DefaultTensorType": onnx.TensorProto.FLOAT,
+        },
+    )
+    fused.unlink()
 
 
 def load_cached(
