@@ -11,7 +11,6 @@ against the same calls one by one. --quality adds nDCG@10 per backend (benchmark
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import statistics
@@ -26,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import beir
+import loadgen
 from harness import Server, median_of, report
 
 from embedsearch.config import Settings
@@ -99,29 +99,16 @@ def http_batch_ingest(server: Server, ids: list[str], texts: list[str], batch: i
 
 
 def concurrent_vs_sequential(server: Server, texts: list[str], runs: int) -> tuple[float, float]:
-    """Throughput (calls/s) of len(texts) single /embed calls: one by one, then all at once."""
-
-    async def sequential() -> None:
-        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
-            for i, text in enumerate(texts):
-                (
-                    await http.post("/embed", json={"chunkId": f"s{i}", "text": text})
-                ).raise_for_status()
-
-    async def concurrent() -> None:
-        limits = httpx.Limits(max_connections=len(texts))
-        async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as http:
-            responses = await asyncio.gather(
-                *(
-                    http.post("/embed", json={"chunkId": f"s{i}", "text": t})
-                    for i, t in enumerate(texts)
-                )
-            )
-            for response in responses:
-                response.raise_for_status()
-
-    seq = median_of(runs, lambda: asyncio.run(sequential()))
-    conc = median_of(runs, lambda: asyncio.run(concurrent()))
+    """Throughput (calls/s) of len(texts) single /embed calls: one by one on one keep-alive
+    connection, then all at once on one connection each (see loadgen for the client)."""
+    bodies: list[dict[str, object]] = [
+        {"chunkId": f"s{i}", "text": text} for i, text in enumerate(texts)
+    ]
+    requests = loadgen.encode_posts(server.url, "/embed", bodies)
+    seq = statistics.median(loadgen.timed_run(server.url, requests, 1) for _ in range(runs + 1))
+    conc = statistics.median(
+        loadgen.timed_run(server.url, requests, len(requests)) for _ in range(runs + 1)
+    )
     return len(texts) / seq, len(texts) / conc
 
 

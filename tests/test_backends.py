@@ -111,3 +111,12 @@ def test_token_batches_group_by_length_within_the_budget() -> None:
         assert len(batch) == 1 or len(batch) * longest <= 512
     flat = [min(counts[i], 256) for batch in batches for i in batch]
     assert flat == sorted(flat)  # shortest first: batches hold texts of similar length
+
+
+def test_token_batches_keep_short_texts_out_of_a_long_texts_padding() -> None:
+    counts = [12] * 20 + [250] + [40] * 10
+    batches = token_batches(counts, max_tokens=256, budget=100_000, max_size=64)
+    by_length = {min(counts[i] for i in batch): len(batch) for batch in batches}
+    # Three runs of similar length: no query is padded to 250 tokens, none split for nothing.
+    assert by_length == {12: 20, 40: 10, 250: 1}
+    assert token_batches([], max_tokens=256, budget=2048, max_size=64) == []
