@@ -18,6 +18,7 @@ from embedsearch.errors import Conflict, InvalidInput, ModelMismatch, NotFound, 
 from embedsearch.mmr import mmr as maximal_marginal_relevance
 from embedsearch.search_mode import SearchMode
 from embedsearch.store import ChunkRows, PgStore, SearchHit
+from embedsearch.store.group_commit import GroupCommit
 from embedsearch.store.pgstore import DEFAULT_COLLECTION
 from embedsearch.store.records import ChunkRecord, CollectionOptions, CollectionRecord
 from embedsearch.validation import (
@@ -125,6 +126,8 @@ class SearchService:
         self.index_build_memory_bytes = index_build_memory_bytes
         self.defer_index_min_documents = defer_index_min_documents
         self._default: tuple[float, CollectionRecord] | None = None
+        # Concurrent single-chunk writes share transactions (see store.group_commit).
+        self._single_writes = GroupCommit(store.upsert)
 
     @property
     def worker(self) -> EmbeddingWorker:
@@ -227,7 +230,7 @@ class SearchService:
         rows = ChunkRows(
             [chunk_id], batch.vectors, target.record.model, [text], [content_hash(text)], [metadata]
         )
-        (created,) = await self.store.upsert(rows, target.record.layout)
+        (created,) = await self._single_writes.upsert(rows, target.record.layout)
         tokens = batch.token_counts[0] if batch.token_counts else None
         record = target.record
         return EmbedOutcome(

@@ -1,4 +1,7 @@
-"""Dependencies for route handlers."""
+"""Dependencies for route handlers.
+
+All are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop
+on every request for what is an attribute lookup."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from embedsearch.indexing import IndexManager
 from embedsearch.service import SearchService
 
 
-def get_service(request: Request) -> SearchService:
+async def get_service(request: Request) -> SearchService:
     service: SearchService | None = getattr(request.app.state, "service", None)
     if service is None:
         raise NotReady("the service is starting")
@@ -22,14 +25,14 @@ def get_service(request: Request) -> SearchService:
 ServiceDep = Annotated[SearchService, Depends(get_service)]
 
 
-def get_documents(service: ServiceDep) -> DocumentService:
+async def get_documents(service: ServiceDep) -> DocumentService:
     return DocumentService(service)
 
 
 DocumentsDep = Annotated[DocumentService, Depends(get_documents)]
 
 
-def get_indexes(service: ServiceDep) -> IndexManager:
+async def get_indexes(service: ServiceDep) -> IndexManager:
     return IndexManager(service)
 
 

@@ -30,6 +30,7 @@ from embedsearch.store.records import (
     SearchHit,
     TableLayout,
     VectorIndexState,
+    concat_rows,
 )
 from embedsearch.vector_index import IndexSpec, IndexType, Storage, build_memory_bytes
 
@@ -442,7 +443,7 @@ class PgStore:
                     )
                 ).fetchone()
                 created.append(bool(row and row[0]))
-            rows = _concat_rows([w.rows for w in writes if len(w.rows)])
+            rows = concat_rows([w.rows for w in writes if len(w.rows)])
             if rows is not None:
                 await _write_rows(conn, layout, rows)
         return created
@@ -595,23 +596,6 @@ async def _write_rows(
             await copy.write_row(record)
     cur = await conn.execute(sql.upsert_from_staging(table))
     return await cur.fetchall()
-
-
-def _concat_rows(parts: Sequence[ChunkRows]) -> ChunkRows | None:
-    if not parts:
-        return None
-    n = [len(p) for p in parts]
-    return ChunkRows(
-        chunk_ids=[c for p in parts for c in p.chunk_ids],
-        vectors=np.concatenate([p.vectors for p in parts]),
-        model=parts[0].model,
-        contents=[c for p in parts for c in p.contents],
-        content_hashes=[h for p in parts for h in p.content_hashes],
-        metadata=[m for p, k in zip(parts, n, strict=True) for m in (p.metadata or [{}] * k)],
-        document_ids=[
-            d for p, k in zip(parts, n, strict=True) for d in (p.document_ids or [None] * k)
-        ],
-    )
 
 
 async def _check_unregistered_table(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from embedsearch.distance import Distance
 from embedsearch.embedders.base import Vectors
@@ -79,6 +82,24 @@ class ChunkRows:
 
     def __len__(self) -> int:
         return len(self.chunk_ids)
+
+
+def concat_rows(parts: Sequence[ChunkRows]) -> ChunkRows | None:
+    """Several row sets as one (None for none)."""
+    if not parts:
+        return None
+    n = [len(p) for p in parts]
+    return ChunkRows(
+        chunk_ids=[c for p in parts for c in p.chunk_ids],
+        vectors=np.concatenate([p.vectors for p in parts]),
+        model=parts[0].model,
+        contents=[c for p in parts for c in p.contents],
+        content_hashes=[h for p in parts for h in p.content_hashes],
+        metadata=[m for p, k in zip(parts, n, strict=True) for m in (p.metadata or [{}] * k)],
+        document_ids=[
+            d for p, k in zip(parts, n, strict=True) for d in (p.document_ids or [None] * k)
+        ],
+    )
 
 
 @dataclass(frozen=True)
