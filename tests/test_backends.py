@@ -37,7 +37,14 @@ def test_onnx_backends_match_torch(
     assert cosines.min() >= min_cosine, cosines
     assert got.token_counts == expected.token_counts
     long = embedder.embed([" ".join(["cell"] * 400)])
-    assert long.truncated == [True]
+    assert long.truncated == [True] and long.token_counts == [402]
+    exactly_full = embedder.embed([" ".join(["cell"] * 254)])  # + [CLS] and [SEP]: 256
+    assert exactly_full.truncated == [False] and exactly_full.token_counts == [256]
+    for text, vector in zip(TEXTS, got.vectors, strict=True):  # one text: its own path
+        alone = embedder.embed([text])
+        assert alone.token_counts == embedder.count_tokens([text])
+        # int8 activations are quantized per call, so a batch's other texts move the scale.
+        assert float(alone.vectors[0] @ vector) >= min_cosine
 
 
 def test_export_is_cached_and_reused(onnx_cache_dir: Path) -> None:

@@ -129,6 +129,8 @@ class LocalEmbedder:
         return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+        if len(texts) == 1:
+            return self._embed_one(texts[0])
         counts = self.count_tokens(texts)
         vectors = np.empty((len(texts), self._dimensions), dtype=np.float32)
         for batch in token_batches(
@@ -137,17 +139,27 @@ class LocalEmbedder:
             budget=self._batch_tokens,
             max_size=self._batch_size,
         ):
-            vectors[batch] = self._forward([texts[i] for i in batch])
+            vectors[batch] = self._forward(self._model.preprocess([texts[i] for i in batch]))
         truncated = [count > self._max_tokens for count in counts]
         return EmbeddingBatch(normalize_rows(vectors), counts, truncated)
 
-    def _forward(self, texts: list[str]) -> Any:
-        """One model call through sentence-transformers' own modules (tokenizer, transformer,
-        pooling): what encode() does for one batch, without its per-call sorting, device moves
-        and row-by-row copies, which cost ~0.2 ms of a ~1.3 ms query."""
+    def _embed_one(self, text: str) -> EmbeddingBatch:
+        """One text (a query, mostly): its length comes from the model's own tokenizer pass,
+        which saves a second pass (~0.13 ms of a ~1.8 ms query); only a text that fills the
+        window is counted again, to tell whether it was cut."""
+        features = self._model.preprocess([text])
+        count = int(features["attention_mask"].sum())
+        if count >= self._max_tokens:
+            count = self.count_tokens([text])[0]
+        vectors = normalize_rows(self._forward(features))
+        return EmbeddingBatch(vectors, [count], [count > self._max_tokens])
+
+    def _forward(self, features: dict[str, Any]) -> Any:
+        """One model call through sentence-transformers' own modules (transformer, pooling):
+        what encode() does for one batch, without its per-call sorting, device moves and
+        row-by-row copies, which cost ~0.2 ms of a query."""
         import torch
 
-        features = self._model.preprocess(texts)
         with torch.inference_mode():
             embeddings = self._model(features)["sentence_embedding"]
         return embeddings.float().numpy()
