@@ -187,7 +187,7 @@ def token_batches(
     order = sorted(range(len(counts)), key=lambda i: counts[i])
     lengths = [min(counts[i], max_tokens) for i in order]
     # best[j]: cheapest cost of the first j texts; cut[j]: where its last batch starts.
-    best = [0] + [0] * len(order)
+    best = [0] * (len(order) + 1)
     cut = [0] * (len(order) + 1)
     for j in range(1, len(order) + 1):
         longest = lengths[j - 1]  # sorted: the last text of a run is its longest
