@@ -50,7 +50,7 @@ class GroupCommit:
         finally:  # also on cancellation (shutdown): nobody may wait forever
             del self._writers[layout]
             for write in self._queues.pop(layout, []):
-                _settle(write, error=RuntimeError("the server is shutting down"))
+                write.done.set_exception(RuntimeError("the server is shutting down"))
 
     def _take_group(self, queue: list[_Write]) -> list[_Write]:
         """The oldest writes, up to max_rows (at least one), skipping any that shares a chunk
@@ -79,22 +79,13 @@ class GroupCommit:
             else:
                 start = 0
                 for write in group:
-                    _settle(write, result=flags[start : start + len(write.rows)])
+                    write.done.set_result(flags[start : start + len(write.rows)])
                     start += len(write.rows)
                 return
         for write in group:
             try:
-                _settle(write, result=await self._upsert(write.rows, layout))
+                flags = await self._upsert(write.rows, layout)
             except Exception as exc:
-                _settle(write, error=exc)
-
-
-def _settle(
-    write: _Write, *, result: list[bool] | None = None, error: BaseException | None = None
-) -> None:
-    if write.done.done():
-        return
-    if error is not None:
-        write.done.set_exception(error)
-    else:
-        write.done.set_result(result or [])
+                write.done.set_exception(exc)
+            else:
+                write.done.set_result(flags)
