@@ -3,13 +3,15 @@ ONNX exports are cached under the data dir, reused, and rebuilt when corrupt."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from embedsearch.embedders import onnx_cache
-from embedsearch.embedders.local import LocalEmbedder, token_batches
+from embedsearch.embedders.local import LocalEmbedder, session_options, token_batches
+from embedsearch.embedders.onnx_direct import DirectOnnx
 from embedsearch.errors import InvalidInput
 
 TEXTS = [
@@ -67,6 +69,57 @@ def test_int8_export_quantizes_the_fused_graph(onnx_cache_dir: Path) -> None:
     assert {"QAttention", "MatMulInteger", "LayerNormalization"} <= ops, ops
     assert "SkipLayerNormalization" not in ops
     assert not list(onnx_cache_dir.glob("onnx/*/onnx/model_fused.onnx"))  # the step is gone
+    # sentence-transformers' pooling, traced in: one run gives the sentence vector.
+    outputs = [output.name for output in onnx.load(str(int8)).graph.output]
+    assert outputs == ["last_hidden_state", onnx_cache.SENTENCE_OUTPUT]
+    assert not list(onnx_cache_dir.glob("onnx/*/onnx/pooling.onnx"))
+
+
+# Case, accents, emoji, blanks, a text past the 256-token window, and lengths that pad a batch.
+DIRECT_TEXTS = [
+    *TEXTS,
+    "",
+    "   padded with spaces   ",
+    "Ünïcode façade, naïve café — 東京 😀 MIXED Case",
+    " ".join(["cell"] * 300),
+]
+
+
+@pytest.mark.parametrize(("backend", "pools_in_graph"), [("onnx", False), ("onnx-int8", True)])
+def test_direct_onnx_calls_embed_as_sentence_transformers_does(
+    onnx_cache_dir: Path, backend: str, pools_in_graph: bool
+) -> None:
+    """The served path (tokenizer, session and pooling called directly) against
+    sentence-transformers' own encode() on the same cached graph: one text at a time, and a
+    padded batch."""
+    from sentence_transformers import SentenceTransformer
+
+    embedder = LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=onnx_cache_dir)
+    (folder,) = onnx_cache_dir.glob(f"onnx/*{onnx_cache.RECIPE}")
+    file_name = onnx_cache.FP32_FILE
+    if backend == "onnx-int8":
+        file_name = onnx_cache.int8_file(onnx_cache.quantization_target() or "")
+    # The same session settings: int8 results move with ONNX Runtime's fusions.
+    options = {"file_name": file_name, "session_options": session_options(os.cpu_count() or 1)}
+    reference = SentenceTransformer(
+        str(folder), backend="onnx", local_files_only=True, model_kwargs=options
+    )
+    direct = DirectOnnx.attach(reference)
+    assert direct is not None and direct.pools_in_graph == pools_in_graph
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return reference.encode(texts, batch_size=len(texts), normalize_embeddings=True)
+
+    batch, counts = direct.embed(DIRECT_TEXTS)
+    np.testing.assert_allclose(batch, encode(DIRECT_TEXTS), atol=1e-5)
+    assert counts[-1] == 256 and counts[3] == 2  # the window; [CLS] and [SEP] alone
+    assert direct.count_tokens(DIRECT_TEXTS) == embedder.count_tokens(DIRECT_TEXTS)
+    for text in DIRECT_TEXTS:
+        np.testing.assert_allclose(embedder.embed([text]).vectors, encode([text]), atol=1e-5)
+    assert direct.agrees_with(encode)
+    # The check can fail: a reference that cuts texts at 32 tokens differs on the long probe.
+    reference.max_seq_length = 32
+    assert not direct.agrees_with(encode)
 
 
 def test_corrupt_or_missing_cache_is_rebuilt(tmp_path: Path, local_embedder: LocalEmbedder) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from embedsearch.embedders.base import EmbeddingBatch, normalize_rows
+from embedsearch.embedders.base import EmbeddingBatch, Vectors, normalize_rows
+from embedsearch.embedders.onnx_direct import DirectOnnx
 from embedsearch.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,30 @@ class LocalEmbedder:
         self._batch_tokens = batch_tokens
         self._max_tokens = int(self._model.max_seq_length)
         self._dimensions = int(self._model.get_embedding_dimension())
+        self._direct = self._attach_direct() if self._backend != "torch" else None
         log.info(
-            "loaded local model %s (%d dims, %s backend, %d threads)",
+            "loaded local model %s (%d dims, %s backend, %d threads%s)",
             self._name,
             self._dimensions,
             self._backend,
             threads,
+            ", direct ONNX calls" if self._direct else "",
         )
+
+    def _attach_direct(self) -> DirectOnnx | None:
+        """The direct ONNX path (onnx_direct), where it gives sentence-transformers' vectors."""
+        direct = DirectOnnx.attach(self._model)
+        if direct is None:
+            log.info("%s: calling ONNX through sentence-transformers' modules", self._name)
+            return None
+        if not direct.agrees_with(lambda texts: self._forward(self._model.preprocess(texts))):
+            log.warning(
+                "%s: direct ONNX calls embed probe texts differently from sentence-transformers; "
+                "using sentence-transformers' path",
+                self._name,
+            )
+            return None
+        return direct
 
     @property
     def name(self) -> str:
@@ -119,6 +137,8 @@ class LocalEmbedder:
         return self._chunking_tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if self._direct is not None:
+            return self._direct.count_tokens(texts)
         encoded = self._model.tokenizer(
             list(texts),
             add_special_tokens=True,
@@ -139,20 +159,26 @@ class LocalEmbedder:
             budget=self._batch_tokens,
             max_size=self._batch_size,
         ):
-            vectors[batch] = self._forward(self._model.preprocess([texts[i] for i in batch]))
+            vectors[batch] = self._model_call([texts[i] for i in batch])[0]
         truncated = [count > self._max_tokens for count in counts]
-        return EmbeddingBatch(normalize_rows(vectors), counts, truncated)
+        return EmbeddingBatch(vectors, counts, truncated)
 
     def _embed_one(self, text: str) -> EmbeddingBatch:
-        """One text (a query, mostly): its length comes from the model's own tokenizer pass,
-        which saves a second pass (~0.13 ms of a ~1.8 ms query); only a text that fills the
-        window is counted again, to tell whether it was cut."""
-        features = self._model.preprocess([text])
-        count = int(features["attention_mask"].sum())
+        """One text (a query, mostly): its length comes from the model call's own tokenization,
+        which saves a second pass; only a text that fills the window is counted again, to tell
+        whether it was cut."""
+        vectors, (count,) = self._model_call([text])
         if count >= self._max_tokens:
             count = self.count_tokens([text])[0]
-        vectors = normalize_rows(self._forward(features))
         return EmbeddingBatch(vectors, [count], [count > self._max_tokens])
+
+    def _model_call(self, texts: list[str]) -> tuple[Vectors, list[int]]:
+        """Unit vectors for one model call, and each text's tokens within the window."""
+        if self._direct is not None:
+            return self._direct.embed(texts)
+        features = self._model.preprocess(texts)
+        counts = [int(n) for n in features["attention_mask"].sum(dim=1)]
+        return normalize_rows(self._forward(features)), counts
 
     def _forward(self, features: dict[str, Any]) -> Any:
         """One model call through sentence-transformers' own modules (transformer, pooling):
@@ -240,14 +266,15 @@ def _load(
         cache_dir / "onnx" / f"{name}-{versions}-{onnx_cache.RECIPE}",
         quantize_for=quantize_for,
         model_kwargs={
-            "session_options": _session_options(threads),
+            "session_options": session_options(threads),
             "provider": "CPUExecutionProvider",
         },
     )
     return model, backend
 
 
-def _session_options(threads: int) -> Any:
+def session_options(threads: int) -> Any:
+    """ONNX Runtime settings for our sessions (tests load reference models with the same)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

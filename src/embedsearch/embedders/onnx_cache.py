@@ -10,6 +10,12 @@ graph (shape inference does not type ONNX Runtime's own operators), so that step
 Runtime's quantizer with the same per-CPU settings; a model the optimizer does not know falls
 back to `export_dynamic_quantized_onnx_model` on the plain export.
 
+The int8 graph then gets sentence-transformers' own modules after the transformer (Pooling,
+Dense, Normalize), traced to ONNX by torch's exporter the way Optimum exports Sentence
+Transformers models, as a second output, `sentence_embedding`: one ONNX Runtime run gives the
+sentence vector, without ~0.1 ms of torch ops after it (see onnx_direct). `last_hidden_state`
+stays an output, so sentence-transformers' own path loads and runs the same file.
+
 We keep the result out of site-packages, build it in a temporary folder and rename it into
 place (a crash never leaves half a cache), hold a file lock while building (the server and the
 CLI may start at once), and rebuild a cache that does not load.
@@ -32,10 +38,12 @@ log = logging.getLogger(__name__)
 FP32_FILE = "onnx/model.onnx"
 # Names the export recipe in the cache folder: changing how exports are made must not reuse
 # exports made the old way.
-RECIPE = "fused1"
+RECIPE = "fused2"
 _FUSED_SUFFIX = "fused"
+SENTENCE_OUTPUT = "sentence_embedding"
+_TOKEN_OUTPUT = "last_hidden_state"
 # SkipLayerNormalization is left unfused: ONNX Runtime's CPU kernel for it made the whole model
-# ~30% slower than the plain Add + LayerNormalization it replaces (see local._session_options).
+# ~30% slower than the plain Add + LayerNormalization it replaces (see local.session_options).
 _FUSION = {
     "optimization_level": 2,
     "disable_skip_layer_norm_fusion": True,
@@ -117,6 +125,11 @@ def _build(model_dir: Path, destination: Path, quantize_for: str | None) -> None
                 export_dynamic_quantized_onnx_model(
                     model, quantize_for, str(staging), file_suffix=_int8_suffix(quantize_for)
                 )
+            try:
+                with _quiet_export():
+                    append_sentence_output(model, staging / int8_file(quantize_for))
+            except Exception as exc:  # modules the tracer cannot follow: pool with torch
+                log.warning("cannot add pooling to the %s graph (%s)", model_dir.name, exc)
         shutil.rmtree(destination, ignore_errors=True)
         staging.rename(destination)
     finally:
@@ -150,6 +163,73 @@ def _quantize_fused(model: Any, folder: Path, target: str) -> None:
         },
     )
     fused.unlink()
+
+
+def append_sentence_output(model: Any, graph_file: Path) -> None:
+    """Trace the modules after the transformer and append them to the graph in `graph_file`,
+    fed by its `last_hidden_state` and `attention_mask`, as the output `sentence_embedding`."""
+    import onnx
+    import torch
+
+    graph_model = onnx.load(str(graph_file))
+    graph = graph_model.graph
+    if SENTENCE_OUTPUT in {o.name for o in graph.output}:
+        return
+    opset = next(o.version for o in graph_model.opset_import if o.domain in ("", "ai.onnx"))
+    (tokens,) = [o for o in graph.output if o.name == _TOKEN_OUTPUT]
+    hidden = tokens.type.tensor_type.shape.dim[-1].dim_value
+    if not hidden:
+        raise ValueError(f"{_TOKEN_OUTPUT} has no fixed width")
+
+    class ModulesAfterTransformer(torch.nn.Module):
+        def __init__(self, modules: list[Any]) -> None:
+            super().__init__()
+            self.stack = torch.nn.ModuleList(modules)
+
+        def forward(self, token_embeddings: Any, attention_mask: Any) -> Any:
+            features = {"token_embeddings": token_embeddings, "attention_mask": attention_mask}
+            for module in self.stack:
+                features = module(features)
+            return features[SENTENCE_OUTPUT]
+
+    traced = graph_file.with_name("pooling.onnx")
+    dynamic = {0: "batch", 1: "tokens"}
+    try:
+        torch.onnx.export(
+            ModulesAfterTransformer(list(model)[1:]).eval(),
+            (torch.rand(2, 5, hidden), torch.ones(2, 5, dtype=torch.int64)),
+            traced,
+            input_names=[_TOKEN_OUTPUT, "attention_mask"],
+            output_names=[SENTENCE_OUTPUT],
+            dynamic_axes={
+                _TOKEN_OUTPUT: dynamic,
+                "attention_mask": dynamic,
+                SENTENCE_OUTPUT: {0: "batch"},
+            },
+            opset_version=opset,
+            dynamo=False,  # the TorchScript tracer, as Optimum uses for these modules
+        )
+        pooling = onnx.load(str(traced)).graph
+    finally:
+        traced.unlink(missing_ok=True)
+
+    def rename(name: str) -> str:
+        # The traced graph's inputs are the main graph's tensors; all else gets its own prefix.
+        if name in (_TOKEN_OUTPUT, "attention_mask", SENTENCE_OUTPUT, ""):
+            return name
+        return f"pooling/{name}"
+
+    for initializer in pooling.initializer:
+        initializer.name = rename(initializer.name)
+        graph.initializer.append(initializer)
+    for node in pooling.node:
+        node.input[:] = [rename(name) for name in node.input]
+        node.output[:] = [rename(name) for name in node.output]
+        node.name = f"pooling/{node.name or node.op_type}"
+        graph.node.append(node)
+    graph.output.append(pooling.output[0])
+    onnx.checker.check_model(graph_model)
+    onnx.save(graph_model, str(graph_file))
 
 
 def load_cached(

@@ -1,0 +1,129 @@
+"""A shorter road through a Sentence Transformers ONNX model, checked against the long one.
+
+sentence-transformers' own call path wraps a ~1.1 ms ONNX Runtime run of a 21-token query in
+~0.6 ms of Python: generic multimodal preprocessing, the tokenizer's Python layer, and torch
+tensors converted in and out of Optimum's session wrapper. This path calls the very objects
+sentence-transformers loaded, directly:
+
+- the model's own tokenizer (its Rust backend, as sentence-transformers configured it,
+  truncating at the model's max_seq_length);
+- the ONNX Runtime session Optimum opened;
+- sentence-transformers' own modules after the transformer (Pooling, Dense, Normalize): traced
+  into the int8 graph at export (onnx_cache.append_sentence_output), or else run with torch.
+
+Nothing is re-implemented. It is used only where it gives sentence-transformers' vectors: a
+model it cannot map, or one whose probe texts embed differently (see `agrees_with`), keeps
+sentence-transformers' path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from embedsearch.embedders.base import Vectors, normalize_rows
+from embedsearch.embedders.onnx_cache import SENTENCE_OUTPUT
+
+log = logging.getLogger(__name__)
+
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_TOKEN_OUTPUT = "last_hidden_state"
+# Same-input runs give the same int8 activations and scales, so the two paths agree to float
+# rounding; anything beyond this is a real difference (tokenization, truncation, pooling).
+_TOLERANCE = 1e-5
+
+
+class DirectOnnx:
+    def __init__(self, model: Any, session: Any, tokenizer: Any) -> None:
+        from tokenizers import Tokenizer
+
+        self._session = session
+        self._inputs = [i.name for i in session.get_inputs()]
+        self.pools_in_graph = SENTENCE_OUTPUT in {o.name for o in session.get_outputs()}
+        self._modules = list(model)[1:]
+        self.max_tokens = int(model.max_seq_length)
+        # Copies of the backend: settings stay fixed, so no call ever reconfigures a shared one.
+        rust = tokenizer.backend_tokenizer.to_str()
+        self._counter = Tokenizer.from_str(rust)
+        self._counter.no_truncation()
+        self._counter.no_padding()
+        self._tokenizer = Tokenizer.from_str(rust)
+        self._tokenizer.enable_truncation(
+            self.max_tokens, strategy="longest_first", direction=tokenizer.truncation_side
+        )
+        self._tokenizer.enable_padding(
+            direction=tokenizer.padding_side,
+            pad_id=tokenizer.pad_token_id,
+            pad_type_id=tokenizer.pad_token_type_id,
+            pad_token=tokenizer.pad_token,
+        )
+
+    @classmethod
+    def attach(cls, model: Any) -> DirectOnnx | None:
+        """The direct path for a loaded ONNX SentenceTransformer, or None where its first module
+        is not a fast tokenizer feeding a plain ONNX Runtime session."""
+        import onnxruntime
+
+        first = model[0]
+        session = getattr(getattr(first, "auto_model", None), "model", None)
+        tokenizer: Any = getattr(first, "tokenizer", None)
+        if not isinstance(session, onnxruntime.InferenceSession):
+            return None
+        if not getattr(tokenizer, "is_fast", False) or tokenizer.pad_token_id is None:
+            return None
+        inputs = {i.name for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        if not inputs <= set(_INPUTS) or _TOKEN_OUTPUT not in outputs:
+            return None
+        return cls(model, session, tokenizer)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, special tokens included, before truncation."""
+        return [len(e.ids) for e in self._counter.encode_batch(list(texts))]
+
+    def embed(self, texts: Sequence[str]) -> tuple[Vectors, list[int]]:
+        """Unit vectors for one model call, and each text's tokens within the window."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        arrays = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": mask,
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        feed = {name: arrays[name] for name in self._inputs}
+        if self.pools_in_graph:
+            (vectors,) = self._session.run([SENTENCE_OUTPUT], feed)
+        else:
+            vectors = self._pool_with_torch(self._session.run([_TOKEN_OUTPUT], feed)[0], mask)
+        return normalize_rows(vectors), [int(n) for n in mask.sum(axis=1)]
+
+    def _pool_with_torch(self, hidden: Any, mask: Any) -> Any:
+        import torch
+
+        features: dict[str, Any] = {
+            "token_embeddings": torch.from_numpy(hidden),
+            "attention_mask": torch.from_numpy(mask),
+        }
+        with torch.inference_mode():
+            for module in self._modules:
+                features = module(features)
+        return features[SENTENCE_OUTPUT].float().numpy()
+
+    def agrees_with(self, reference: Callable[[list[str]], Vectors]) -> bool:
+        """Do probe texts embed as `reference` (sentence-transformers' path) embeds them: one
+        by one and as a padded batch, with case, accents, emoji and a text past the window?"""
+        probes = [
+            "What Causes Rain?",
+            "Ünïcode façade, naïve café — 東京 😀 and MIXED case",
+            " ".join(["truncation"] * (self.max_tokens + 16)),
+        ]
+        calls = [probes, *([p] for p in probes)]
+        for texts in calls:
+            got, _ = self.embed(texts)
+            expected = normalize_rows(reference(texts))
+            if got.shape != expected.shape or np.abs(got - expected).max() > _TOLERANCE:
+                return False
+        return True
