@@ -41,7 +41,7 @@ FP32_FILE = "onnx/model.onnx"
 RECIPE = "fused2"
 _FUSED_SUFFIX = "fused"
 SENTENCE_OUTPUT = "sentence_embedding"
-_TOKEN_OUTPUT = "last_hidden_state"
+TOKEN_OUTPUT = "last_hidden_state"
 # SkipLayerNormalization is left unfused: ONNX Runtime's CPU kernel for it made the whole model
 # ~30% slower than the plain Add + LayerNormalization it replaces (see local.session_options).
 _FUSION = {
@@ -176,10 +176,10 @@ def append_sentence_output(model: Any, graph_file: Path) -> None:
     if SENTENCE_OUTPUT in {o.name for o in graph.output}:
         return
     opset = next(o.version for o in graph_model.opset_import if o.domain in ("", "ai.onnx"))
-    (tokens,) = [o for o in graph.output if o.name == _TOKEN_OUTPUT]
+    (tokens,) = [o for o in graph.output if o.name == TOKEN_OUTPUT]
     hidden = tokens.type.tensor_type.shape.dim[-1].dim_value
     if not hidden:
-        raise ValueError(f"{_TOKEN_OUTPUT} has no fixed width")
+        raise ValueError(f"{TOKEN_OUTPUT} has no fixed width")
 
     class ModulesAfterTransformer(torch.nn.Module):
         def __init__(self, modules: list[Any]) -> None:
@@ -199,10 +199,10 @@ def append_sentence_output(model: Any, graph_file: Path) -> None:
             ModulesAfterTransformer(list(model)[1:]).eval(),
             (torch.rand(2, 5, hidden), torch.ones(2, 5, dtype=torch.int64)),
             traced,
-            input_names=[_TOKEN_OUTPUT, "attention_mask"],
+            input_names=[TOKEN_OUTPUT, "attention_mask"],
             output_names=[SENTENCE_OUTPUT],
             dynamic_axes={
-                _TOKEN_OUTPUT: dynamic,
+                TOKEN_OUTPUT: dynamic,
                 "attention_mask": dynamic,
                 SENTENCE_OUTPUT: {0: "batch"},
             },
@@ -215,7 +215,7 @@ def append_sentence_output(model: Any, graph_file: Path) -> None:
 
     def rename(name: str) -> str:
         # The traced graph's inputs are the main graph's tensors; all else gets its own prefix.
-        if name in (_TOKEN_OUTPUT, "attention_mask", SENTENCE_OUTPUT, ""):
+        if name in (TOKEN_OUTPUT, "attention_mask", SENTENCE_OUTPUT, ""):
             return name
         return f"pooling/{name}"
 
