@@ -136,6 +136,23 @@ def test_corrupt_or_missing_cache_is_rebuilt(tmp_path: Path, local_embedder: Loc
     assert model_file.is_file()
 
 
+def test_a_new_export_removes_the_same_models_older_exports(tmp_path: Path) -> None:
+    root = tmp_path / "onnx"
+    old = root / "all-MiniLM-L6-v2-st5.6.0-ort1.31.0-fused1"
+    (old / "onnx").mkdir(parents=True)
+    (old / "onnx" / "model.onnx").write_bytes(b"an old export")
+    (root / f"{old.name}.lock").touch()
+    # Another model whose name starts like this one's, and another model's export: kept.
+    kept = [root / "all-MiniLM-L6-v2-stable-st5.7.0-ort1.32.0-fused2", root / "e5-st5-ort1-fused1"]
+    for folder in kept:
+        folder.mkdir()
+    LocalEmbedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=tmp_path)
+    current = onnx_cache.export_dir(root, "all-MiniLM-L6-v2")
+    assert (current / onnx_cache.FP32_FILE).is_file()
+    assert not old.exists() and not (root / f"{old.name}.lock").exists()
+    assert all(folder.is_dir() for folder in kept)
+
+
 @pytest.mark.parametrize(
     ("flags", "machine", "target"),
     [

@@ -245,8 +245,6 @@ def _load(
         model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         return model.eval(), "torch"
 
-    import onnxruntime
-    import sentence_transformers
     import torch
 
     # torch only pools and normalizes here; its idle threads would spin against ONNX Runtime's.
@@ -260,10 +258,9 @@ def _load(
         backend = "onnx"
     if cache_dir is None:
         raise InvalidInput("the ONNX backends need a cache directory", field="data_dir")
-    versions = f"st{sentence_transformers.__version__}-ort{onnxruntime.__version__}"
     model = onnx_cache.load_cached(
         model_dir,
-        cache_dir / "onnx" / f"{name}-{versions}-{onnx_cache.RECIPE}",
+        onnx_cache.export_dir(cache_dir / "onnx", name),
         quantize_for=quantize_for,
         model_kwargs={
             "session_options": session_options(threads),

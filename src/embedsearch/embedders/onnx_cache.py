@@ -18,13 +18,16 @@ stays an output, so sentence-transformers' own path loads and runs the same file
 
 We keep the result out of site-packages, build it in a temporary folder and rename it into
 place (a crash never leaves half a cache), hold a file lock while building (the server and the
-CLI may start at once), and rebuild a cache that does not load.
+CLI may start at once), and rebuild a cache that does not load. Each export's folder names the
+library versions and recipe that made it; a new build removes the same model's exports made
+otherwise (~110 MB each), which nothing reads again.
 """
 
 from __future__ import annotations
 
 import logging
 import platform
+import re
 import shutil
 import tempfile
 import warnings
@@ -103,6 +106,36 @@ def _quiet_export() -> Iterator[None]:
         st_logger.setLevel(level)
 
 
+def export_dir(root: Path, name: str) -> Path:
+    """The folder of `name`'s export under `root`, named by what made it."""
+    import onnxruntime
+    import sentence_transformers
+
+    versions = f"st{sentence_transformers.__version__}-ort{onnxruntime.__version__}"
+    return root / f"{name}-{versions}-{RECIPE}"
+
+
+_EXPORT_NAME = re.compile(r"(?P<model>.+)-st[^-]+-ort[^-]+-[^-]+")
+
+
+def _remove_stale_exports(current: Path) -> None:
+    """Remove the exports of the same model made by other library versions or recipes."""
+    match = _EXPORT_NAME.fullmatch(current.name)
+    if match is None:
+        return
+    same_model = re.compile(re.escape(match["model"]) + r"-st[^-]+-ort[^-]+-[^-]+(\.lock)?")
+    for path in current.parent.iterdir():
+        if path.name in (current.name, f"{current.name}.lock"):
+            continue
+        if not same_model.fullmatch(path.name):
+            continue
+        log.info("removing an ONNX export made by other versions: %s", path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def _build(model_dir: Path, destination: Path, quantize_for: str | None) -> None:
     """Export (and maybe quantize) into a temporary folder, then move it into place."""
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
@@ -132,6 +165,7 @@ def _build(model_dir: Path, destination: Path, quantize_for: str | None) -> None
                 log.warning("cannot add pooling to the %s graph (%s)", model_dir.name, exc)
         shutil.rmtree(destination, ignore_errors=True)
         staging.rename(destination)
+        _remove_stale_exports(destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
