@@ -95,7 +95,7 @@ def test_direct_onnx_calls_embed_as_sentence_transformers_does(
     from sentence_transformers import SentenceTransformer
 
     embedder = LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=onnx_cache_dir)
-    (folder,) = onnx_cache_dir.glob(f"onnx/*{onnx_cache.RECIPE}")
+    folder = onnx_cache.export_dir(onnx_cache_dir / "onnx", "all-MiniLM-L6-v2")
     file_name = onnx_cache.FP32_FILE
     if backend == "onnx-int8":
         file_name = onnx_cache.int8_file(onnx_cache.quantization_target() or "")

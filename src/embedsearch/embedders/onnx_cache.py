@@ -207,8 +207,6 @@ def append_sentence_output(model: Any, graph_file: Path) -> None:
 
     graph_model = onnx.load(str(graph_file))
     graph = graph_model.graph
-    if SENTENCE_OUTPUT in {o.name for o in graph.output}:
-        return
     opset = next(o.version for o in graph_model.opset_import if o.domain in ("", "ai.onnx"))
     (tokens,) = [o for o in graph.output if o.name == TOKEN_OUTPUT]
     hidden = tokens.type.tensor_type.shape.dim[-1].dim_value
