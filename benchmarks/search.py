@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import beir
 from harness import report
 
-from embedsearch.distance import Distance
+from embedsearch.core.distance import Distance
+from embedsearch.core.vector_index import IndexSpec, IndexType, Storage, lists_for, probes_for
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store import ChunkRows, PgStore
 from embedsearch.store.embedded import EmbeddedPostgres
 from embedsearch.store.records import CollectionOptions, CollectionRecord
-from embedsearch.vector_index import IndexSpec, IndexType, Storage, lists_for, probes_for
 
 WRITE_BATCH = 5000
 EF_SWEEP = (None, 40, 150, 200)  # None: the service's default (PgStore.ef_search)

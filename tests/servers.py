@@ -8,14 +8,16 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import uvicorn
 from fastapi import FastAPI
+
+from embedsearch.store import CollectionHandle, Store
 
 
 def free_port() -> int:
@@ -160,3 +162,22 @@ def vector_indexes(url: str, table: str) -> list[tuple[str, str, str]]:
             (table,),
         )
     ]
+
+
+@asynccontextmanager
+async def open_store(url: str, *, model: str, dimensions: int) -> AsyncIterator[Store]:
+    """Our store on `url`, migrated, with the default collection made for `model`."""
+    store = Store(url)
+    await store.open()
+    try:
+        await store.registry.ensure_default(model=model, dimensions=dimensions, embedder=None)
+        yield store
+    finally:
+        await store.close()
+
+
+async def handle(store: Store, collection: str = "default") -> CollectionHandle:
+    """A collection's handle, resolved through the registry as the service resolves it."""
+    record = await store.registry.get(collection)
+    assert record is not None, collection
+    return store.collection(record)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedsearch.core.errors import InvalidInput
 from embedsearch.embedders import onnx_cache
 from embedsearch.embedders.local import LocalEmbedder, session_options, token_batches
 from embedsearch.embedders.onnx_direct import DirectOnnx
-from embedsearch.errors import InvalidInput
 
 TEXTS = [
     "explain neural networks",

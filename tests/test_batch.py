@@ -16,8 +16,8 @@ import pytest
 from embedsearch.api.app import create_app
 from embedsearch.config import Settings
 from embedsearch.embedders.local import LocalEmbedder
-from embedsearch.store import ChunkRows, PgStore
-from tests.servers import live_server, rows
+from embedsearch.store import ChunkRows
+from tests.servers import handle, live_server, open_store, rows
 
 SNAPSHOT = "SELECT chunk_id, content, metadata, updated_at FROM chunk_embeddings ORDER BY chunk_id"
 
@@ -127,13 +127,14 @@ def test_a_database_failure_mid_batch_rolls_back_every_row(
     CHECK constraint on one chunk id) leaves none of the batch behind."""
 
     async def attempt() -> None:
-        store = PgStore(database_url)
-        await store.open(model=local_embedder.name, dimensions=local_embedder.dimensions)
-        try:
+        async with open_store(
+            database_url, model=local_embedder.name, dimensions=local_embedder.dimensions
+        ) as store:
+            chunks = await handle(store)
             texts = [f"text {i}" for i in range(40)]
             ids = [f"c{i}" for i in range(40)]
             vectors = local_embedder.embed(texts).vectors
-            await store.upsert(
+            await chunks.upsert(
                 ChunkRows(ids[:5], vectors[:5], "all-MiniLM-L6-v2", texts[:5], ["h"] * 5, [])
             )
             with psycopg.connect(database_url, autocommit=True) as conn:
@@ -141,11 +142,9 @@ def test_a_database_failure_mid_batch_rolls_back_every_row(
                     "ALTER TABLE chunk_embeddings ADD CONSTRAINT no_c33 CHECK (chunk_id <> 'c33')"
                 )
             with pytest.raises(psycopg.errors.CheckViolation):
-                await store.upsert(
+                await chunks.upsert(
                     ChunkRows(ids, vectors, "all-MiniLM-L6-v2", texts, ["h"] * 40, [])
                 )
-        finally:
-            await store.close()
 
     asyncio.run(attempt())
     assert rows(database_url, "SELECT count(*) FROM chunk_embeddings") == [(5,)]

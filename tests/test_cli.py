@@ -21,15 +21,26 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cli-data")
 
 
+def environment(database_url: str, data_dir: Path, **env: str) -> dict[str, str]:
+    """This process's environment without our settings, then the given ones."""
+    found = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
+    return (
+        found
+        | {"EMBEDSEARCH_DATABASE_URL": database_url, "EMBEDSEARCH_DATA_DIR": str(data_dir)}
+        | env
+    )
+
+
 def run(
     args: list[str], database_url: str, data_dir: Path, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
-    environment |= {
-        "EMBEDSEARCH_DATABASE_URL": database_url,
-        "EMBEDSEARCH_DATA_DIR": str(data_dir),
-    } | env
-    return subprocess.run(CLI + args, capture_output=True, text=True, env=environment, timeout=300)
+    return subprocess.run(
+        CLI + args,
+        capture_output=True,
+        text=True,
+        env=environment(database_url, data_dir, **env),
+        timeout=300,
+    )
 
 
 def test_embed_then_search(database_url: str, data_dir: Path) -> None:

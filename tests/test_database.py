@@ -14,9 +14,10 @@ import pytest
 
 from embedsearch.api.app import create_app
 from embedsearch.config import Settings
+from embedsearch.core import chunks, search
+from embedsearch.core.errors import ModelMismatch
 from embedsearch.embedders.local import LocalEmbedder
-from embedsearch.errors import ModelMismatch
-from embedsearch.runtime import open_service
+from embedsearch.runtime import open_deps
 from embedsearch.store.embedded import EmbeddedPostgres
 from tests.servers import LiveServer, TcpPostgres, create_database, live_server, rows
 
@@ -85,7 +86,7 @@ def test_database_outage_is_503_and_recovers_by_itself(
 
 def _open(settings: Settings, embedder: LocalEmbedder | None = None) -> None:
     async def go() -> None:
-        async with open_service(settings, embedder=embedder):
+        async with open_deps(settings, embedder=embedder):
             pass
 
     asyncio.run(go())
@@ -154,10 +155,10 @@ def test_embedded_default_keeps_data_across_restarts(
     settings = Settings(data_dir=tmp_path / "data")
 
     async def embed_then_search() -> list[str]:
-        async with open_service(settings, embedder=local_embedder) as service:
-            await service.embed_chunk("kept", "Data survives restarts of the server.")
-        async with open_service(settings, embedder=local_embedder) as service:
-            outcome = await service.search("restart", limit=3)
+        async with open_deps(settings, embedder=local_embedder) as deps:
+            await chunks.embed_chunk(deps, "kept", "Data survives restarts of the server.")
+        async with open_deps(settings, embedder=local_embedder) as deps:
+            outcome = await search.search(deps, "restart", limit=3)
             return [hit.chunk_id for hit in outcome.hits]
 
     assert asyncio.run(embed_then_search()) == ["kept"]

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from embedsearch.chunking import ChunkingOptions
 from embedsearch.config import Settings
+from embedsearch.core.chunking import ChunkingOptions
+from embedsearch.core.deps import Deps
+from embedsearch.core.evaluation import EvalOptions, EvalResult, evaluate
+from embedsearch.core.search import search
+from embedsearch.core.search_mode import SearchMode
 from embedsearch.embedders.local import LocalEmbedder
-from embedsearch.evaluation import EvalOptions, EvalResult, evaluate, load_dataset
+from embedsearch.evaluation import load_dataset
 from embedsearch.evaluation.metrics import per_query
-from embedsearch.runtime import open_service
-from embedsearch.search_mode import SearchMode
-from embedsearch.service import SearchService
+from embedsearch.runtime import open_deps
 from tests.test_cli import run as run_cli
 
 COLLECTION = "eval_tiny"
@@ -87,13 +89,13 @@ def mrr_at_10(ranked: list[str], relevant: dict[str, int]) -> float:
     return next((1 / (i + 1) for i, doc in enumerate(ranked[:10]) if doc in relevant), 0.0)
 
 
-async def rankings_by_hand(service: SearchService) -> dict[SearchMode, dict[str, list[str]]]:
+async def rankings_by_hand(deps: Deps) -> dict[SearchMode, dict[str, list[str]]]:
     """Every chunk of the tiny collection, ranked, then reduced to documents."""
     found: dict[SearchMode, dict[str, list[str]]] = {}
     for mode in SearchMode:
         found[mode] = {}
         for query_id, text in QUERIES.items():
-            outcome = await service.search_any(text, mode=mode, limit=1000, collection=COLLECTION)
+            outcome = await search(deps, text, mode=mode, limit=1000, collection=COLLECTION)
             chunks = [hit.chunk_id for hit in outcome.hits]
             found[mode][query_id] = list(dict.fromkeys(c.split("#")[0] for c in chunks))
     return found
@@ -136,10 +138,10 @@ def test_library_metrics_rankings_and_rerun(
     options = EvalOptions(chunking=ChunkingOptions(max_tokens=32))
 
     async def go() -> tuple[EvalResult, EvalResult, dict[SearchMode, dict[str, list[str]]]]:
-        async with open_service(settings, embedder=local_embedder) as service:
-            first = await evaluate(service, dataset, options)
-            second = await evaluate(service, dataset, options)
-            return first, second, await rankings_by_hand(service)
+        async with open_deps(settings, embedder=local_embedder) as deps:
+            first = await evaluate(deps, dataset, options)
+            second = await evaluate(deps, dataset, options)
+            return first, second, await rankings_by_hand(deps)
 
     first, second, by_hand = asyncio.run(go())
     assert first.collection == COLLECTION
@@ -191,8 +193,8 @@ def test_cli_writes_json_and_markdown(
     assert f"| dense | {report['modes']['dense']['ndcg@10']:.4f} |" in markdown
 
     async def by_hand() -> dict[SearchMode, dict[str, list[str]]]:
-        async with open_service(settings, embedder=local_embedder) as service:
-            return await rankings_by_hand(service)
+        async with open_deps(settings, embedder=local_embedder) as deps:
+            return await rankings_by_hand(deps)
 
     check_against_hand(
         {mode: figures["per_query"] for mode, figures in report["modes"].items()},

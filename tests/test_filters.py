@@ -10,8 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
-from embedsearch.distance import Distance
-from embedsearch.store import ChunkRows, PgStore
+from embedsearch.core.distance import Distance
+from embedsearch.store import ChunkRows
+from tests.servers import handle, open_store
 
 CHUNKS = [
     ("a", {"lang": "en", "year": 2019, "tags": "ml", "src": {"kind": "pdf"}}),
@@ -100,11 +101,10 @@ def test_selective_filter_on_20k_chunks_returns_limit_rows(database_url: str) ->
     query /= np.linalg.norm(query)
 
     async def run() -> list[str]:
-        store = PgStore(database_url)
-        await store.open(model="synthetic", dimensions=dims)
-        try:
+        async with open_store(database_url, model="synthetic", dimensions=dims) as store:
+            chunks = await handle(store)
             ids = [f"v{i}" for i in range(n)]
-            await store.upsert(
+            await chunks.upsert(
                 ChunkRows(
                     ids,
                     vectors,
@@ -114,12 +114,10 @@ def test_selective_filter_on_20k_chunks_returns_limit_rows(database_url: str) ->
                     [{"group": int(g)} for g in groups],
                 )
             )
-            hits = await store.search(
+            hits = await chunks.search(
                 query, limit=limit, distance=Distance.COSINE, filter_={"group": 23}
             )
             return [hit.chunk_id for hit in hits]
-        finally:
-            await store.close()
 
     found = asyncio.run(run())
     assert len(found) == limit

@@ -10,36 +10,34 @@ from typing import Any
 import psycopg
 
 from embedsearch.embedders.local import LocalEmbedder
-from embedsearch.store import ChunkRows, PgStore
+from embedsearch.store import ChunkRows
 from embedsearch.store.group_commit import GroupCommit
-from embedsearch.store.pgstore import DEFAULT_LAYOUT
-from embedsearch.store.records import TableLayout
-from tests.servers import rows
+from tests.servers import handle, open_store, rows
 
 MODEL = "all-MiniLM-L6-v2"
+DEFAULT = "chunk_embeddings"  # the group's key: writes to one table are grouped
 
 
 def run_with_store(
     database_url: str,
     embedder: LocalEmbedder,
-    work: Callable[[GroupCommit, list[int]], Awaitable[Any]],
+    work: Callable[[GroupCommit[str], list[int]], Awaitable[Any]],
 ) -> Any:
-    """Run `work` with a GroupCommit over a real PgStore; the list records each transaction's
-    row count (the store's own upsert, counted on the way through)."""
+    """Run `work` with a GroupCommit over the real store; the list records each transaction's
+    row count (the default collection's own upsert, counted on the way through)."""
 
     async def main() -> Any:
-        store = PgStore(database_url)
-        await store.open(model=embedder.name, dimensions=embedder.dimensions)
-        transactions: list[int] = []
+        async with open_store(
+            database_url, model=embedder.name, dimensions=embedder.dimensions
+        ) as store:
+            chunks = await handle(store)
+            transactions: list[int] = []
 
-        async def counted(chunk_rows: ChunkRows, layout: TableLayout) -> list[bool]:
-            transactions.append(len(chunk_rows))
-            return await store.upsert(chunk_rows, layout)
+            async def counted(target: str, chunk_rows: ChunkRows) -> list[bool]:
+                transactions.append(len(chunk_rows))
+                return await chunks.upsert(chunk_rows)
 
-        try:
             return await work(GroupCommit(counted), transactions)
-        finally:
-            await store.close()
 
     return asyncio.run(main())
 
@@ -53,9 +51,9 @@ def test_concurrent_writes_share_transactions_and_all_land(
 ) -> None:
     writes = [one_row(local_embedder, f"c{i}", f"text number {i}") for i in range(32)]
 
-    async def work(group: GroupCommit, transactions: list[int]) -> Any:
-        created = await asyncio.gather(*(group.upsert(w, DEFAULT_LAYOUT) for w in writes))
-        again = await group.upsert(writes[0], DEFAULT_LAYOUT)
+    async def work(group: GroupCommit[str], transactions: list[int]) -> Any:
+        created = await asyncio.gather(*(group.upsert(w, DEFAULT) for w in writes))
+        again = await group.upsert(writes[0], DEFAULT)
         return created, again, list(transactions)
 
     created, again, transactions = run_with_store(database_url, local_embedder, work)
@@ -70,14 +68,14 @@ def test_concurrent_writes_share_transactions_and_all_land(
 def test_a_rejected_write_fails_alone(database_url: str, local_embedder: LocalEmbedder) -> None:
     writes = [one_row(local_embedder, f"c{i}", f"text {i}") for i in range(10)]
 
-    async def work(group: GroupCommit, transactions: list[int]) -> Any:
-        await group.upsert(one_row(local_embedder, "seed", "seed"), DEFAULT_LAYOUT)
+    async def work(group: GroupCommit[str], transactions: list[int]) -> Any:
+        await group.upsert(one_row(local_embedder, "seed", "seed"), DEFAULT)
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(
                 "ALTER TABLE chunk_embeddings ADD CONSTRAINT no_c3 CHECK (chunk_id <> 'c3')"
             )
         outcomes = await asyncio.gather(
-            *(group.upsert(w, DEFAULT_LAYOUT) for w in writes), return_exceptions=True
+            *(group.upsert(w, DEFAULT) for w in writes), return_exceptions=True
         )
         return outcomes, list(transactions)
 
@@ -99,10 +97,10 @@ def test_writes_of_one_chunk_keep_their_order(
         one_row(local_embedder, "same", "second version"),
     )
 
-    async def work(group: GroupCommit, transactions: list[int]) -> Any:
-        blocker = group.upsert(one_row(local_embedder, "x", "x"), DEFAULT_LAYOUT)
+    async def work(group: GroupCommit[str], transactions: list[int]) -> Any:
+        blocker = group.upsert(one_row(local_embedder, "x", "x"), DEFAULT)
         return await asyncio.gather(
-            blocker, *(group.upsert(w, DEFAULT_LAYOUT) for w in (first, other, second))
+            blocker, *(group.upsert(w, DEFAULT) for w in (first, other, second))
         )
 
     outcomes = run_with_store(database_url, local_embedder, work)
@@ -113,8 +111,8 @@ def test_writes_of_one_chunk_keep_their_order(
 
 
 def test_a_lone_write_is_written_at_once(database_url: str, local_embedder: LocalEmbedder) -> None:
-    async def work(group: GroupCommit, transactions: list[int]) -> Any:
-        created = await group.upsert(one_row(local_embedder, "alone", "alone"), DEFAULT_LAYOUT)
+    async def work(group: GroupCommit[str], transactions: list[int]) -> Any:
+        created = await group.upsert(one_row(local_embedder, "alone", "alone"), DEFAULT)
         return created, list(transactions)
 
     assert run_with_store(database_url, local_embedder, work) == ([True], [1])

@@ -17,14 +17,22 @@ import pytest
 
 from embedsearch.api.app import create_app
 from embedsearch.config import Settings
+from embedsearch.core.indexing import IndexReport, advise
+from embedsearch.core.vector_index import IndexType, Storage, probes_for
 from embedsearch.embedders.local import LocalEmbedder
-from embedsearch.indexing import IndexReport, advise
-from embedsearch.store import ChunkRows, PgStore
+from embedsearch.store import ChunkRows
 from embedsearch.store.embedded import EmbeddedPostgres
-from embedsearch.store.records import IndexBuildProgress, TableLayout
-from embedsearch.vector_index import IndexType, Storage, probes_for
+from embedsearch.store.records import IndexBuildProgress
 from tests.raw_embeddings import create_raw_app, raw_vector
-from tests.servers import LiveServer, create_database, live_server, rows, vector_indexes
+from tests.servers import (
+    LiveServer,
+    create_database,
+    handle,
+    live_server,
+    open_store,
+    rows,
+    vector_indexes,
+)
 from tests.test_cli import run as cli_run
 
 DIMS = 384
@@ -39,21 +47,16 @@ def clustered_vectors(n: int, seed: int = 3) -> np.ndarray:
     return vectors.astype(np.float32)
 
 
-def load(database_url: str, layout: TableLayout, vectors: np.ndarray, start: int = 0) -> None:
+def load(database_url: str, collection: str, vectors: np.ndarray, start: int = 0) -> None:
     """Write vectors straight through the store (embedding thousands of texts would only slow
     the test down; the index does not care where vectors come from)."""
 
     async def write() -> None:
-        store = PgStore(database_url)
-        await store.open(model="all-MiniLM-L6-v2", dimensions=DIMS)
-        try:
+        async with open_store(database_url, model="all-MiniLM-L6-v2", dimensions=DIMS) as store:
             n = len(vectors)
             ids = [f"v{start + i}" for i in range(n)]
-            await store.upsert(
-                ChunkRows(ids, vectors, "all-MiniLM-L6-v2", ids, [""] * n, []), layout
-            )
-        finally:
-            await store.close()
+            chunks = await handle(store, collection)
+            await chunks.upsert(ChunkRows(ids, vectors, "all-MiniLM-L6-v2", ids, [""] * n, []))
 
     asyncio.run(write())
 
@@ -74,7 +77,7 @@ def test_ivfflat_lists_probes_advice_and_rebuild(client: httpx.Client, database_
     empty = client.post("/collections/docs/index", json={"type": "ivfflat"})
     assert empty.status_code == 409 and "load the data first" in empty.json()["error"]["message"]
 
-    load(database_url, TableLayout("c_docs"), clustered_vectors(3000))
+    load(database_url, "docs", clustered_vectors(3000))
     built = client.post("/collections/docs/index", json={"type": "ivfflat", "lists": 30})
     assert built.status_code == 200, built.text
     body = built.json()
@@ -97,7 +100,7 @@ def test_ivfflat_lists_probes_advice_and_rebuild(client: httpx.Client, database_
     assert health["advice"] == []
 
     # Lists trained on 3000 rows no longer fit 9000: the report says to rebuild.
-    load(database_url, TableLayout("c_docs"), clustered_vectors(6000, seed=4), start=3000)
+    load(database_url, "docs", clustered_vectors(6000, seed=4), start=3000)
     health = client.get("/collections/docs/index", params={"sample": 0}).json()
     assert any("rebuild" in item and "9" in item for item in health["advice"]), health
     rebuilt = client.post("/collections/docs/index", json={"type": "ivfflat"}).json()
@@ -124,7 +127,7 @@ def test_ivfflat_lists_probes_advice_and_rebuild(client: httpx.Client, database_
 def test_default_hnsw_recall_and_one_build_at_a_time(
     client: httpx.Client, database_url: str
 ) -> None:
-    load(database_url, TableLayout("chunk_embeddings"), clustered_vectors(4000))
+    load(database_url, "default", clustered_vectors(4000))
     health = client.get("/collections/default/index", params={"sample": 50}).json()
     assert (health["type"], health["options"]) == ("hnsw", {"m": 16, "ef_construction": 64})
     assert health["opclass"] == "vector_cosine_ops"
@@ -170,8 +173,8 @@ def test_halfvec_storage_halves_the_index(
     )[0]
     assert column_type == "halfvec(384)"
     vectors = clustered_vectors(2000)
-    load(database_url, TableLayout("c_full"), vectors)
-    load(database_url, TableLayout("c_half", Storage.HALFVEC), vectors)
+    load(database_url, "full", vectors)
+    load(database_url, "half", vectors)
     full = client.get("/collections/full/index", params={"sample": 0}).json()
     half = client.get("/collections/half/index", params={"sample": 20}).json()
     assert half["opclass"] == "halfvec_cosine_ops"
@@ -361,7 +364,7 @@ def test_cli_index_build_and_check(database_url: str, tmp_path: Path) -> None:
 
     created = cli("collections", "create", "cli_docs", "--storage", "halfvec", "--index", "none")
     assert created.returncode == 0, created.stderr
-    load(database_url, TableLayout("c_cli_docs", Storage.HALFVEC), clustered_vectors(2500))
+    load(database_url, "cli_docs", clustered_vectors(2500))
     built = cli("index", "build", "cli_docs", "--type", "ivfflat", "--quiet")
     assert built.returncode == 0, built.stderr
     assert "cli_docs: ivfflat (lists=2) on 2500 rows" in built.stdout

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from embedsearch.mmr import mmr
+from embedsearch.core.mmr import mmr
 
 
 def unit(*values: float) -> np.ndarray:

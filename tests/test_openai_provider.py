@@ -15,9 +15,9 @@ import pytest
 
 from embedsearch.api.app import create_app
 from embedsearch.config import Settings
+from embedsearch.core.errors import InvalidInput
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.embedders.openai import OpenAIEmbedder
-from embedsearch.errors import InvalidInput
 from embedsearch.store.embedded import EmbeddedPostgres
 from tests.flaky_proxy import FlakyProxy
 from tests.servers import LiveServer, create_database, live_server, rows

@@ -9,17 +9,17 @@ import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_EMBEDDER = "local:all-MiniLM-L6-v2"
-
-
-def parse_embedder_spec(value: str) -> tuple[str, str]:
-    """'local:all-MiniLM-L6-v2' -> ('local', 'all-MiniLM-L6-v2'); ValueError if malformed."""
-    provider, sep, model = value.partition(":")
-    if not sep or provider not in ("local", "openai") or not model.strip():
-        raise ValueError(
-            "embedder must look like 'local:all-MiniLM-L6-v2' or 'openai:text-embedding-3-small'"
-        )
-    return provider, model
+from embedsearch.core.constants import (
+    DEFAULT_DEFER_INDEX_MIN_DOCUMENTS,
+    DEFAULT_EF_SEARCH,
+    DEFAULT_EMBEDDER,
+    DEFAULT_INDEX_BUILD_MEMORY_MB,
+    DEFAULT_MAX_BATCH_ITEMS,
+    DEFAULT_MAX_DOCUMENT_CHARS,
+    DEFAULT_MAX_TEXT_CHARS,
+    HNSW_MAX_EF_SEARCH,
+)
+from embedsearch.core.validation import parse_embedder_spec
 
 
 def default_data_dir() -> Path:
@@ -55,16 +55,16 @@ class Settings(BaseSettings):
     openai_max_retries: int = Field(default=4, ge=0, le=20)
 
     # Request limits.
-    max_text_chars: int = Field(default=100_000, ge=1)
-    max_batch_items: int = Field(default=1000, ge=1)
-    max_document_chars: int = Field(default=10_000_000, ge=1)
+    max_text_chars: int = Field(default=DEFAULT_MAX_TEXT_CHARS, ge=1)
+    max_batch_items: int = Field(default=DEFAULT_MAX_BATCH_ITEMS, ge=1)
+    max_document_chars: int = Field(default=DEFAULT_MAX_DOCUMENT_CHARS, ge=1)
     # A load of at least this many documents into an empty collection builds its HNSW index
     # once at the end instead of insert by insert (0: never).
-    defer_index_min_documents: int = Field(default=1000, ge=0)
+    defer_index_min_documents: int = Field(default=DEFAULT_DEFER_INDEX_MIN_DOCUMENTS, ge=0)
     # HNSW candidate list per search (recall against speed); a request may set its own.
-    ef_search: int = Field(default=200, ge=1, le=1000)
+    ef_search: int = Field(default=DEFAULT_EF_SEARCH, ge=1, le=HNSW_MAX_EF_SEARCH)
     # Upper bound for maintenance_work_mem while building an ANN index (sized from the rows).
-    index_build_memory_mb: int = Field(default=1024, ge=64)
+    index_build_memory_mb: int = Field(default=DEFAULT_INDEX_BUILD_MEMORY_MB, ge=64)
 
     # Database.
     pool_min_size: int = Field(default=1, ge=0)

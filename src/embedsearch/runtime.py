@@ -1,4 +1,5 @@
-"""Wiring: start (or connect to) PostgreSQL, load the embedder, and hand out a SearchService.
+"""Wiring: start (or connect to) PostgreSQL, migrate its schema, and hand out the use cases'
+dependencies. Models load on first use (or at once with `preload`, as the server does).
 
 Used by the API's lifespan, the CLI and library users; everything it opens it closes.
 """
@@ -11,10 +12,10 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from embedsearch.config import Settings
-from embedsearch.embedders import Embedder, build_embedder
+from embedsearch.core.deps import Deps, Limits
+from embedsearch.embedders import Embedder
 from embedsearch.embedders.registry import EmbedderRegistry
-from embedsearch.service import SearchService
-from embedsearch.store import PgStore
+from embedsearch.store import Store
 from embedsearch.store.embedded import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
@@ -29,45 +30,35 @@ async def _database_url(settings: Settings, stack: AsyncExitStack) -> str:
     return embedded.url
 
 
-async def _embedder(settings: Settings, shared: Embedder | None, stack: AsyncExitStack) -> Embedder:
-    if shared is not None:
-        return shared  # the caller owns it
-    embedder = await asyncio.to_thread(build_embedder, settings)
-    stack.callback(embedder.close)
-    return embedder
-
-
 @asynccontextmanager
-async def open_service(
-    settings: Settings, *, embedder: Embedder | None = None
-) -> AsyncIterator[SearchService]:
-    """Open everything the service needs. Pass `embedder` to share one already loaded model."""
+async def open_deps(
+    settings: Settings, *, embedder: Embedder | None = None, preload: bool = False
+) -> AsyncIterator[Deps]:
+    """Open what the use cases need. `embedder`: one already loaded model to share (the
+    caller owns it). `preload`: load the default model now, while PostgreSQL starts."""
     async with AsyncExitStack() as stack:
-        # Start PostgreSQL and load the model at the same time: both take a moment.
-        url_task = asyncio.create_task(_database_url(settings, stack))
-        embedder_task = asyncio.create_task(_embedder(settings, embedder, stack))
-        await asyncio.wait([url_task, embedder_task])
-        url, active = url_task.result(), embedder_task.result()
-
-        embedders = EmbedderRegistry(settings, active)
+        embedders = EmbedderRegistry(settings, embedder)
         stack.callback(embedders.close)
-        store = PgStore(
-            url,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
-            timeout_s=settings.db_timeout_s,
-            ef_search=settings.ef_search,
-        )
-        stack.push_async_callback(store.close)
-        await store.open(
-            model=active.name, dimensions=active.dimensions, embedder=settings.embedder
-        )
-        yield SearchService(
-            embedders,
-            store,
-            max_text_chars=settings.max_text_chars,
-            max_batch_items=settings.max_batch_items,
-            max_document_chars=settings.max_document_chars,
-            index_build_memory_bytes=settings.index_build_memory_mb * 2**20,
-            defer_index_min_documents=settings.defer_index_min_documents,
-        )
+        loading = asyncio.create_task(embedders.default()) if preload else None
+        try:
+            store = Store(
+                await _database_url(settings, stack),
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+                timeout_s=settings.db_timeout_s,
+                ef_search=settings.ef_search,
+            )
+            stack.push_async_callback(store.close)
+            await store.open()
+            default = await embedders.describe(None, settings.dimensions)
+            await store.registry.ensure_default(
+                model=default.name, dimensions=default.dimensions, embedder=settings.embedder
+            )
+            if loading is not None:
+                await loading
+        except BaseException:
+            if loading is not None:  # a failed start must not leave the model loading
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
+            raise
+        yield Deps(store, embedders, Limits.from_settings(settings))

@@ -20,7 +20,7 @@ from embedsearch.api.routes import (
 )
 from embedsearch.config import Settings
 from embedsearch.embedders import Embedder
-from embedsearch.runtime import open_service
+from embedsearch.runtime import open_deps
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,12 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_service(settings, embedder=embedder) as service:
-            app.state.service = service
-            log.info("embedsearch ready: model %s, %d dims", service.model, service.dimensions)
+        async with open_deps(settings, embedder=embedder, preload=True) as deps:
+            app.state.deps = deps
+            model = (await deps.embedders.default()).embedder
+            log.info("embedsearch ready: model %s, %d dims", model.name, model.dimensions)
             yield
-            app.state.service = None
+            app.state.deps = None
 
     app = FastAPI(
         title="embedsearch",

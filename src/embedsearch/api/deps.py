@@ -9,31 +9,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from embedsearch.documents import DocumentService
-from embedsearch.errors import NotReady
-from embedsearch.indexing import IndexManager
-from embedsearch.service import SearchService
+from embedsearch.core.deps import Deps
+from embedsearch.core.errors import NotReady
 
 
-async def get_service(request: Request) -> SearchService:
-    service: SearchService | None = getattr(request.app.state, "service", None)
-    if service is None:
+async def get_deps(request: Request) -> Deps:
+    deps: Deps | None = getattr(request.app.state, "deps", None)
+    if deps is None:
         raise NotReady("the service is starting")
-    return service
+    return deps
 
 
-ServiceDep = Annotated[SearchService, Depends(get_service)]
-
-
-async def get_documents(service: ServiceDep) -> DocumentService:
-    return DocumentService(service)
-
-
-DocumentsDep = Annotated[DocumentService, Depends(get_documents)]
-
-
-async def get_indexes(service: ServiceDep) -> IndexManager:
-    return IndexManager(service)
-
-
-IndexesDep = Annotated[IndexManager, Depends(get_indexes)]
+DepsDep = Annotated[Deps, Depends(get_deps)]

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from embedsearch.errors import EmbedsearchError
+from embedsearch.core.errors import EmbedsearchError
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from embedsearch.distance import Distance
-from embedsearch.search_mode import SearchMode
-from embedsearch.validation import MAX_CHUNK_ID_CHARS, MAX_LIMIT
-from embedsearch.vector_index import IndexSpec, IndexType, Storage
+from embedsearch.core.constants import (
+    COLLECTION_NAME_PATTERN,
+    DEFAULT_LIMIT,
+    DEFAULT_MMR_FETCH_K,
+    DEFAULT_MMR_LAMBDA,
+    DEFAULT_RRF_K,
+    HNSW_MAX_EF_SEARCH,
+    MAX_CHUNK_ID_CHARS,
+    MAX_DOCUMENT_ID_CHARS,
+    MAX_LIMIT,
+    MAX_RRF_K,
+)
+from embedsearch.core.distance import Distance
+from embedsearch.core.search_mode import SearchMode
+from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 
 CollectionField = Field(
     default=None, description="Collection name (default: the brief's chunk_embeddings)."
@@ -54,7 +65,7 @@ class EmbedBatchResponse(BaseModel):
 
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, examples=["explain neural networks"])
-    limit: int = Field(default=5, ge=1, le=MAX_LIMIT)
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     distance: Distance | None = Field(
         default=None, description="cosine, l2 or inner_product (default: the collection's, cosine)"
     )
@@ -69,13 +80,15 @@ class MmrRequest(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     lambda_: float = Field(
-        default=0.5,
+        default=DEFAULT_MMR_LAMBDA,
         ge=0.0,
         le=1.0,
         alias="lambda",
         description="1: relevance only; 0: novelty only",
     )
-    fetchK: int = Field(default=20, ge=1, le=MAX_LIMIT, description="Candidates to re-rank.")
+    fetchK: int = Field(
+        default=DEFAULT_MMR_FETCH_K, ge=1, le=MAX_LIMIT, description="Candidates to re-rank."
+    )
 
 
 class SearchAnyRequest(SearchRequest):
@@ -83,7 +96,9 @@ class SearchAnyRequest(SearchRequest):
         default=SearchMode.DENSE,
         description="dense (vector distance), lexical (full-text), hybrid (RRF of both)",
     )
-    rrfK: int = Field(default=60, ge=1, le=1000, description="k of Reciprocal Rank Fusion")
+    rrfK: int = Field(
+        default=DEFAULT_RRF_K, ge=1, le=MAX_RRF_K, description="k of Reciprocal Rank Fusion"
+    )
     mmr: MmrRequest | None = Field(
         default=None, description="Re-rank for diversity with Maximal Marginal Relevance."
     )
@@ -91,7 +106,10 @@ class SearchAnyRequest(SearchRequest):
         default=False, description="dense: scan every row (exact, ground truth) instead of HNSW"
     )
     efSearch: int | None = Field(
-        default=None, ge=1, le=1000, description="dense: HNSW candidate list (recall vs speed)"
+        default=None,
+        ge=1,
+        le=HNSW_MAX_EF_SEARCH,
+        description="dense: HNSW candidate list (recall vs speed)",
     )
     probes: int | None = Field(
         default=None,
@@ -104,8 +122,10 @@ class SearchAnyRequest(SearchRequest):
 class SearchResult(BaseModel):
     chunkId: str
     documentId: str | None = None
-    score: float = Field(  # for /search in lexical or hybrid mode: larger is better
-        description="pgvector distance for the requested metric; smaller is closer."
+    score: float = Field(
+        description="dense (and /search/pgvector): the pgvector distance for the requested "
+        "metric, smaller is closer, results smallest first. lexical: ts_rank relevance, larger "
+        "is better. hybrid: the Reciprocal Rank Fusion sum, larger is better."
     )
     text: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -133,7 +153,7 @@ class IndexRequest(BaseModel):
 
 
 class CollectionCreate(BaseModel):
-    name: str = Field(examples=["papers"], description="^[a-z][a-z0-9_]{0,39}$")
+    name: str = Field(examples=["papers"], description=f"^{COLLECTION_NAME_PATTERN}$")
     embedder: str | None = Field(
         default=None, examples=["local:all-MiniLM-L6-v2", "openai:text-embedding-3-small"]
     )
@@ -209,7 +229,9 @@ class Chunking(BaseModel):
 
 
 class DocumentCreate(BaseModel):
-    documentId: str = Field(min_length=1, max_length=200, examples=["handbook.md"])
+    documentId: str = Field(
+        min_length=1, max_length=MAX_DOCUMENT_ID_CHARS, examples=["handbook.md"]
+    )
     text: str = Field(min_length=1)
     metadata: dict[str, Any] | None = None
     collection: str | None = CollectionField

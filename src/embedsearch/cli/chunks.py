@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from embedsearch.cli.common import app, run
-from embedsearch.distance import Distance
-from embedsearch.errors import InvalidInput
-from embedsearch.validation import MAX_LIMIT
+from embedsearch.core.constants import DEFAULT_LIMIT, MAX_LIMIT
+from embedsearch.core.distance import Distance
+from embedsearch.core.errors import InvalidInput
 
 
 @app.command()
@@ -23,7 +23,9 @@ def embed(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Embed one chunk and store it (replacing a chunk with the same id)."""
-    outcome = run(lambda service: service.embed_chunk(chunk_id, text, collection=collection))
+    from embedsearch.core.chunks import embed_chunk
+
+    outcome = run(lambda deps: embed_chunk(deps, chunk_id, text, collection=collection))
     if as_json:
         typer.echo(
             json.dumps(
@@ -45,7 +47,9 @@ def embed(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
-    limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="How many results.")] = 5,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="How many results.")
+    ] = DEFAULT_LIMIT,
     distance: Annotated[
         Distance | None, typer.Option(help="Distance metric (default: the collection's).")
     ] = None,
@@ -59,9 +63,16 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Find the stored chunks nearest to QUERY (score: distance, smaller is closer)."""
+    from embedsearch.core.search import search as search_chunks
+
     outcome = run(
-        lambda service: service.search(
-            query, limit=limit, distance=distance, collection=collection, filter_=_filter(where)
+        lambda deps: search_chunks(
+            deps,
+            query,
+            limit=limit,
+            distance=distance,
+            collection=collection,
+            filter_=_filter(where),
         )
     )
     if as_json:

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from embedsearch.cli.common import app, run
-from embedsearch.distance import Distance
+from embedsearch.core.distance import Distance
+from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 from embedsearch.store.records import CollectionOptions
-from embedsearch.vector_index import IndexSpec, IndexType, Storage
 
 collections_app = typer.Typer(help="Manage collections.", no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
@@ -21,7 +21,9 @@ def list_collections(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Collections with their model, dimensions and chunk count."""
-    found = run(lambda service: service.collections())
+    from embedsearch.core.collections import list_all
+
+    found = run(list_all)
     if as_json:
         typer.echo(
             json.dumps(
@@ -66,9 +68,11 @@ def create_collection(
 ) -> None:
     """Create a collection."""
     options = CollectionOptions(distance, storage, not raw, IndexSpec(index, m, ef_construction))
+    from embedsearch.core import collections
+
     record = run(
-        lambda service: service.create_collection(
-            name, embedder=embedder, dimensions=dimensions, options=options
+        lambda deps: collections.create(
+            deps, name, embedder=embedder, dimensions=dimensions, options=options
         )
     )
     typer.echo(f"created {record.name}: {record.model}, {record.dimensions} dims")
@@ -82,5 +86,7 @@ def drop_collection(
     """Drop a collection and everything in it."""
     if not yes:
         typer.confirm(f"Drop collection {name!r} and all its chunks?", abort=True)
-    run(lambda service: service.drop_collection(name))
+    from embedsearch.core.collections import drop
+
+    run(lambda deps: drop(deps, name))
     typer.echo(f"dropped {name}")

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 
 from embedsearch.config import Settings
-from embedsearch.errors import Conflict, EmbedsearchError, InvalidInput, NotFound, PayloadTooLarge
+from embedsearch.core.errors import (
+    Conflict,
+    EmbedsearchError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+)
+
+if TYPE_CHECKING:
+    from embedsearch.core.deps import Deps
 
 app = typer.Typer(
     help="Semantic search on PostgreSQL + pgvector.",
@@ -33,17 +42,23 @@ def settings() -> Settings:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-def run(work: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the service, run one use case, close everything; errors become clear messages."""
-    from embedsearch.runtime import open_service
+def run(work: Callable[[Deps], Awaitable[T]]) -> T:
+    """Open the database, run one use case, close everything; errors become clear messages.
+    A model is loaded only if the use case embeds."""
+    from embedsearch.runtime import open_deps
 
     async def main() -> T:
-        async with open_service(settings()) as service:
-            return await work(service)
+        async with open_deps(settings()) as deps:
+            return await work(deps)
 
     try:
         return asyncio.run(main())
     except EmbedsearchError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        bad_input = isinstance(exc, InvalidInput | NotFound | PayloadTooLarge | Conflict)
-        raise typer.Exit(EXIT_BAD_INPUT if bad_input else EXIT_FAILURE) from None
+        fail(exc)
+
+
+def fail(exc: EmbedsearchError) -> NoReturn:
+    """Print a domain error as one line and exit: 2 for bad input, 1 for the rest."""
+    typer.echo(f"error: {exc.message}", err=True)
+    bad_input = isinstance(exc, InvalidInput | NotFound | PayloadTooLarge | Conflict)
+    raise typer.Exit(EXIT_BAD_INPUT if bad_input else EXIT_FAILURE) from None

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from embedsearch.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, app, run
-from embedsearch.errors import EmbedsearchError, InvalidInput
-from embedsearch.search_mode import SearchMode
+from embedsearch.cli.common import EXIT_FAILURE, app, fail, run
+from embedsearch.core.errors import EmbedsearchError, InvalidInput
+from embedsearch.core.search_mode import SearchMode
 
 if TYPE_CHECKING:
-    from embedsearch.evaluation import EvalResult
+    from embedsearch.core.deps import Deps
+    from embedsearch.core.evaluation import EvalResult
 
 _ALL_MODES = ",".join(mode.value for mode in SearchMode)  # also the --modes default
 
@@ -42,11 +43,12 @@ def evaluate(
     in each mode, and report nDCG@10, Recall@100, MRR@10, ANN recall@10 and latency."""
     from rich.console import Console
 
-    from embedsearch.evaluation import EvalOptions, load_dataset
-    from embedsearch.evaluation import evaluate as run_evaluation
+    from embedsearch.core.evaluation import EvalOptions
+    from embedsearch.core.evaluation import evaluate as run_evaluation
+    from embedsearch.core.validation import check_collection_name
+    from embedsearch.evaluation import load_dataset
     from embedsearch.evaluation.dataset import default_collection
     from embedsearch.evaluation.report import print_table, to_json, to_markdown
-    from embedsearch.validation import check_collection_name
 
     started = time.perf_counter()
     # Everything about the input is checked before the database and the model start.
@@ -58,17 +60,16 @@ def evaluate(
         name = check_collection_name(collection or default_collection(dataset_dir))
         dataset = load_dataset(dataset_dir, split).head(max_queries)
     except EmbedsearchError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        fail(exc)
 
     options = EvalOptions(modes=chosen, collection=name)
 
-    async def work(service: Any) -> EvalResult:
+    async def work(deps: Deps) -> EvalResult:
         with _progress(quiet) as progress:
             ingesting = progress.add_task("ingest", total=dataset.documents)
             searching = progress.add_task("queries", total=len(dataset.queries) * len(chosen))
             return await run_evaluation(
-                service,
+                deps,
                 dataset,
                 options,
                 on_ingest=lambda docs, _chunks: progress.advance(ingesting, docs),

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from embedsearch.cli.common import app, run
-from embedsearch.vector_index import IndexSpec, IndexType
+from embedsearch.core.vector_index import IndexSpec, IndexType
+
+if TYPE_CHECKING:
+    from embedsearch.core.deps import Deps
+    from embedsearch.core.indexing import IndexReport
 
 index_app = typer.Typer(help="Build and check a collection's ANN index.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
@@ -32,19 +36,17 @@ def build(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Build or rebuild the index beside the current one (searches go on meanwhile)."""
-    from embedsearch.indexing import IndexManager
+    from embedsearch.core import indexing
 
     spec = IndexSpec(index_type, m, ef_construction, lists)
 
-    async def work(service: Any) -> Any:
-        manager = IndexManager(service)
-        record = (await service.target(name)).record
-        building = asyncio.create_task(manager.build(name, spec))
+    async def work(deps: Deps) -> IndexReport:
+        building = asyncio.create_task(indexing.build(deps, name, spec))
         with _progress(quiet) as progress:
             task = progress.add_task("starting", total=None)
             while not building.done():
                 await asyncio.wait({building}, timeout=_POLL_S)
-                state = await service.store.index_build_progress(record.table)
+                state = await indexing.progress(deps, name)
                 if state is not None:
                     total = state.blocks_total or None
                     progress.update(
@@ -68,9 +70,9 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Index type, parameters, size, a live recall estimate and advice."""
-    from embedsearch.indexing import IndexManager
+    from embedsearch.core import indexing
 
-    report = run(lambda service: IndexManager(service).report(name, sample=sample, k=k))
+    report = run(lambda deps: indexing.report(deps, name, sample=sample, k=k))
     if as_json:
         typer.echo(json.dumps(asdict(report), default=str))
         return

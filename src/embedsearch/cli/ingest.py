@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from embedsearch.chunking import ChunkingOptions
 from embedsearch.cli.common import EXIT_FAILURE, app, run
+from embedsearch.core.chunking import ChunkingOptions
+from embedsearch.core.vector_index import Storage
+
+if TYPE_CHECKING:
+    from embedsearch.core.deps import Deps
+    from embedsearch.ingest.pipeline import Summary
 
 
 @app.command()
@@ -17,7 +22,20 @@ def ingest(
         list[Path], typer.Argument(help="Files and folders (.txt .md .html .pdf, BEIR .jsonl).")
     ],
     collection: Annotated[
-        str | None, typer.Option(help="Collection (default: the brief's).")
+        str | None,
+        typer.Option(help="Collection (default: the brief's); created if it does not exist."),
+    ] = None,
+    embedder: Annotated[
+        str | None,
+        typer.Option(
+            help="For a new collection: e.g. local:all-MiniLM-L6-v2 (default: the configured one)."
+        ),
+    ] = None,
+    dimensions: Annotated[
+        int | None, typer.Option(min=1, help="For a new collection: OpenAI models' size.")
+    ] = None,
+    storage: Annotated[
+        Storage | None, typer.Option(help="For a new collection: vector (float32) or halfvec.")
     ] = None,
     glob: Annotated[str, typer.Option(help="Which files to take inside folders.")] = "**/*",
     max_tokens: Annotated[
@@ -27,16 +45,23 @@ def ingest(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Chunk, embed and store documents. Re-runs skip unchanged documents, so an interrupted
-    run can simply be started again."""
-    from embedsearch.documents import DocumentService
-    from embedsearch.ingest.pipeline import Summary
+    run can simply be started again. A collection that does not exist is created first."""
+    from embedsearch.core.collections import ensure
     from embedsearch.ingest.pipeline import ingest as run_ingest
     from embedsearch.ingest.readers import count_documents, discover
 
     sources, missing = discover(paths, glob)
     options = ChunkingOptions(max_tokens, overlap)
 
-    async def work(service: Any) -> Summary:
+    async def work(deps: Deps) -> Summary:
+        created = await ensure(
+            deps, collection, embedder=embedder, dimensions=dimensions, storage=storage
+        )
+        if created is not None:
+            typer.echo(
+                f"created collection {created.name}: {created.model}, {created.dimensions} dims,"
+                f" {created.storage.value}"
+            )
         total = sum(count_documents(s) for s in sources)
         with _progress(quiet) as progress:
             task = progress.add_task("ingest", total=total, chunks=0)
@@ -45,8 +70,8 @@ def ingest(
                 done = progress.tasks[task].fields["chunks"] + chunks
                 progress.update(task, advance=documents, chunks=done)
 
-            summary: Summary = await run_ingest(
-                DocumentService(service),
+            summary = await run_ingest(
+                deps,
                 sources,
                 collection=collection,
                 options=options,

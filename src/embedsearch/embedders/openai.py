@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from embedsearch.core.errors import InvalidInput, ProviderUnavailable
 from embedsearch.embedders.base import EmbeddingBatch, concat
-from embedsearch.errors import InvalidInput, ProviderUnavailable
 
 log = logging.getLogger(__name__)
 

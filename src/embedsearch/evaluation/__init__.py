@@ -1,22 +1,12 @@
-"""Retrieval evaluation on BEIR-format data: load a dataset, run its queries in each search mode,
-score the rankings with trec_eval (nDCG@10, Recall@100, MRR@10), and report them.
+"""Retrieval evaluation on BEIR-format data: the parts the use case (core/evaluation.py: ingest
+the corpus, run its queries in each search mode, time them) is built from.
 
     dataset.py  corpus/queries/qrels files, checked before anything is embedded
     ranking.py  chunk hits -> document ranking (a document ranks at its best chunk)
-    metrics.py  trec_eval measures, ANN recall, latency percentiles
-    runner.py   ingest the corpus into a scratch collection, run the queries, time them
+    metrics.py  trec_eval measures (nDCG@10, Recall@100, MRR@10), ANN recall, latency
     report.py   JSON, markdown and a rich table
 """
 
 from embedsearch.evaluation.dataset import BeirDataset, DatasetError, load_dataset
-from embedsearch.evaluation.runner import EvalOptions, EvalResult, ModeResult, evaluate
 
-__all__ = [
-    "BeirDataset",
-    "DatasetError",
-    "EvalOptions",
-    "EvalResult",
-    "ModeResult",
-    "evaluate",
-    "load_dataset",
-]
+__all__ = ["BeirDataset", "DatasetError", "load_dataset"]

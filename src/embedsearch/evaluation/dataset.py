@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from embedsearch.documents import DocumentInput
-from embedsearch.errors import InvalidInput
+from embedsearch.core.documents import DocumentInput
+from embedsearch.core.errors import InvalidInput
+from embedsearch.core.validation import check_collection_name
 from embedsearch.ingest.readers import ReadFailure, Source, read
-from embedsearch.validation import check_collection_name
 
 CORPUS = "corpus.jsonl"
 QUERIES = "queries.jsonl"

@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from embedsearch.core.evaluation import TIMED_LIMIT, EvalResult, ModeResult
 from embedsearch.evaluation.metrics import MEASURES, MRR_AT_10, NDCG_AT_10, RECALL_AT_100, Latency
-from embedsearch.evaluation.runner import TIMED_LIMIT, EvalResult, ModeResult
 
 LATENCY_NOTE = (
     f"Latency: SearchService.search_any(limit={TIMED_LIMIT}) timed in process around the call, "

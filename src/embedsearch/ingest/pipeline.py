@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from embedsearch.chunking import ChunkingOptions
-from embedsearch.documents import DocumentInput, DocumentService, IngestOutcome, Plan
+from embedsearch.core import documents, indexing
+from embedsearch.core.chunking import ChunkingOptions
+from embedsearch.core.collections import resolve
+from embedsearch.core.deps import Deps
+from embedsearch.core.documents import DocumentInput, IngestOutcome, Plan
+from embedsearch.core.errors import InvalidInput, StaleDocument
 from embedsearch.embedders.base import Vectors
-from embedsearch.errors import InvalidInput
-from embedsearch.indexing import IndexManager
 from embedsearch.ingest.readers import ReadFailure, Source, read
-from embedsearch.service import Target
-from embedsearch.store.pgstore import StaleDocument
 
 BATCH_CHARS = 400_000  # roughly 300-400 model-window chunks of English text
 BATCH_DOCUMENTS = 256
@@ -56,7 +56,7 @@ ProgressCallback = Callable[[int, int], None]  # (documents done, chunks embedde
 def _documents(
     sources: Iterable[Source],
     summary: Summary,
-    documents: DocumentService,
+    deps: Deps,
     on_progress: ProgressCallback | None,
 ) -> Iterator[DocumentInput]:
     seen: set[str] = set()
@@ -72,7 +72,7 @@ def _documents(
                 fail(item)
                 continue
             try:
-                documents.validate([item])
+                documents.validate(deps, [item])
             except InvalidInput as exc:
                 fail(ReadFailure(f"{source.path} ({item.document_id})", exc.message))
                 continue
@@ -97,7 +97,7 @@ def _batches(docs: Iterator[DocumentInput]) -> Iterator[list[DocumentInput]]:
 
 
 async def ingest(
-    documents: DocumentService,
+    deps: Deps,
     sources: Sequence[Source],
     *,
     collection: str | None = None,
@@ -105,23 +105,23 @@ async def ingest(
     on_progress: ProgressCallback | None = None,
     expected_documents: int | None = None,
 ) -> Summary:
-    """Ingest `sources`. A load of at least the service's `defer_index_min_documents`
+    """Ingest `sources`. A load of at least `deps.limits.defer_index_min_documents`
     (`expected_documents`) into an empty collection drops its HNSW index first and builds it
     once at the end; a run that stops midway leaves that to the next run (or `index build`)."""
     summary = Summary()
     options = options or ChunkingOptions()
-    target = await documents.service.target(collection)
+    target = await resolve(deps, collection)
     started = time.perf_counter()
-    threshold = documents.service.defer_index_min_documents
+    threshold = deps.limits.defer_index_min_documents
     if threshold and expected_documents is not None and expected_documents >= threshold:
-        await documents.service.store.defer_index(target.record)
+        await indexing.defer(deps, target)
     planned: asyncio.Queue[tuple[list[DocumentInput], Plan] | None] = asyncio.Queue(_QUEUE)
     embedded: asyncio.Queue[tuple[list[DocumentInput], Plan, Vectors] | None] = asyncio.Queue(
         _QUEUE
     )
 
     async def plan_stage() -> None:
-        for batch in _batches(_documents(sources, summary, documents, on_progress)):
+        for batch in _batches(_documents(sources, summary, deps, on_progress)):
             await planned.put((batch, await documents.prepare(batch, target, options)))
             await asyncio.sleep(0)  # let the other stages run between batches
         await planned.put(None)
@@ -129,13 +129,13 @@ async def ingest(
     async def embed_stage() -> None:
         while (item := await planned.get()) is not None:
             batch, plan = item
-            await embedded.put((batch, plan, await documents.embed(plan)))
+            await embedded.put((batch, plan, await documents.embed_plan(plan)))
         await embedded.put(None)
 
     async def write_stage() -> None:
         while (item := await embedded.get()) is not None:
             batch, plan, vectors = item
-            outcome = await _write(documents, batch, plan, vectors, target, options)
+            outcome = await _write(deps, batch, plan, vectors, options)
             summary.add(outcome)
             if on_progress is not None:
                 on_progress(len(batch), outcome.embedded)
@@ -145,21 +145,21 @@ async def ingest(
         group.create_task(embed_stage())
         group.create_task(write_stage())
     index_started = time.perf_counter()
-    if await IndexManager(documents.service).finish_deferred(target.record.name) is not None:
+    if await indexing.finish_deferred(deps, target.record.name) is not None:
         summary.index_seconds = time.perf_counter() - index_started
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 async def _write(
-    documents: DocumentService,
+    deps: Deps,
     batch: list[DocumentInput],
     plan: Plan,
     vectors: Vectors,
-    target: Target,
     options: ChunkingOptions,
 ) -> IngestOutcome:
     try:
-        return await documents.write(plan, vectors)
+        return await documents.write_plan(plan, vectors)
     except StaleDocument:  # someone else rewrote one of these documents meanwhile: redo it
-        return await documents.put(batch, collection=target.record.name, options=options)
+        name = plan.target.record.name
+        return await documents.put(deps, batch, collection=name, options=options)

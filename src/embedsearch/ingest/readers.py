@@ -5,12 +5,14 @@ Each problem is reported per file (or per line of a .jsonl) as a ReadFailure; no
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from embedsearch.documents import DocumentInput
+from embedsearch.core.documents import DocumentInput
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 HTML_SUFFIXES = {".html", ".htm"}
@@ -167,9 +169,14 @@ def _pdf_text(path: Path) -> str:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    # pypdf logs what it repairs ("EOF marker not found") and warns; a file it cannot read
+    # is reported once, as a failure of that file, so its own messages stay out of the way.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
-        reader = PdfReader(path)
-        pages = [page.extract_text() or "" for page in reader.pages]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reader = PdfReader(path)
+            pages = [page.extract_text() or "" for page in reader.pages]
     except PdfReadError as exc:
         raise ValueError(f"unreadable PDF: {exc}") from None
     except Exception as exc:  # pypdf raises many types on damaged files

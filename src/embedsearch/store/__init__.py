@@ -1,6 +1,19 @@
-"""PostgreSQL storage: all SQL of the project lives in this package."""
+"""PostgreSQL storage; all SQL of the project lives in this package (text in store/sql/).
 
-from embedsearch.store.pgstore import PgStore
+store.py        Store: opens the database, migrates it, hands out the parts below
+database.py     connections: which one a statement uses (reads, writes, dedicated)
+migrations.py   numbered schema migrations and the schema version
+registry.py     the collection registry, the only source of a collection's table
+ddl.py          the one place that issues DDL for chunk tables and their indexes
+collection.py   a handle on one collection: chunk writes, reads and search
+documents.py    a collection's documents, replaced atomically
+indexes.py      ANN index builds, deferral and health readings
+group_commit.py concurrent single-chunk writes sharing one transaction
+embedded.py     the embedded PostgreSQL server
+"""
+
+from embedsearch.store.collection import CollectionHandle
 from embedsearch.store.records import ChunkRows, SearchHit
+from embedsearch.store.store import Store
 
-__all__ = ["ChunkRows", "PgStore", "SearchHit"]
+__all__ = ["ChunkRows", "CollectionHandle", "SearchHit", "Store"]

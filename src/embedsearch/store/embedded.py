@@ -33,11 +33,11 @@ class EmbeddedPostgres:
     def _tune(self) -> None:
         import psycopg
 
-        from embedsearch.store import sql
+        from embedsearch.store.sql.schema import alter_system
 
         with psycopg.connect(self.url, autocommit=True) as conn:
             for name, value in _TUNING.items():
-                conn.execute(sql.alter_system(name, value))
+                conn.execute(alter_system(name, value))
         # Restart so shared_buffers takes effect (under the library's cross-process lock).
         self._server.stop()
         with self._server._lock:

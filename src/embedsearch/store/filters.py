@@ -19,7 +19,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from embedsearch.errors import InvalidInput
+from embedsearch.core.errors import InvalidInput
 
 FIELD_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}(\.[A-Za-z_][A-Za-z0-9_\-]{0,63}){0,7}$")
 _RANGES = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}

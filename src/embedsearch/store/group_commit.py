@@ -14,12 +14,13 @@ concurrent writes of one chunk in arrival order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from embedsearch.store.records import ChunkRows, TableLayout, concat_rows
+from embedsearch.store.records import ChunkRows, concat_rows
 
-Upsert = Callable[[ChunkRows, TableLayout], Awaitable[list[bool]]]
+Target = TypeVar("Target", bound=Hashable)  # where rows go; writes to one target are grouped
 
 
 @dataclass
@@ -28,28 +29,33 @@ class _Write:
     done: asyncio.Future[list[bool]]
 
 
-class GroupCommit:
-    def __init__(self, upsert: Upsert, *, max_rows: int = 256) -> None:
+class GroupCommit(Generic[Target]):
+    def __init__(
+        self,
+        upsert: Callable[[Target, ChunkRows], Awaitable[list[bool]]],
+        *,
+        max_rows: int = 256,
+    ) -> None:
         self._upsert = upsert
         self._max_rows = max_rows
-        self._queues: dict[TableLayout, list[_Write]] = {}
-        self._writers: dict[TableLayout, asyncio.Task[None]] = {}
+        self._queues: dict[Target, list[_Write]] = {}
+        self._writers: dict[Target, asyncio.Task[None]] = {}
 
-    async def upsert(self, rows: ChunkRows, layout: TableLayout) -> list[bool]:
+    async def upsert(self, rows: ChunkRows, target: Target) -> list[bool]:
         write = _Write(rows, asyncio.get_running_loop().create_future())
-        self._queues.setdefault(layout, []).append(write)
-        if layout not in self._writers:
-            self._writers[layout] = asyncio.create_task(self._drain(layout))
+        self._queues.setdefault(target, []).append(write)
+        if target not in self._writers:
+            self._writers[target] = asyncio.create_task(self._drain(target))
         # shield: a caller that goes away must not cancel a write others share.
         return await asyncio.shield(write.done)
 
-    async def _drain(self, layout: TableLayout) -> None:
+    async def _drain(self, target: Target) -> None:
         try:
-            while queue := self._queues.get(layout):
-                await self._write(self._take_group(queue), layout)
+            while queue := self._queues.get(target):
+                await self._write(self._take_group(queue), target)
         finally:  # also on cancellation (shutdown): nobody may wait forever
-            del self._writers[layout]
-            for write in self._queues.pop(layout, []):
+            del self._writers[target]
+            for write in self._queues.pop(target, []):
                 write.done.set_exception(RuntimeError("the server is shutting down"))
 
     def _take_group(self, queue: list[_Write]) -> list[_Write]:
@@ -68,12 +74,12 @@ class GroupCommit:
                 rows += len(write.rows)
         return group
 
-    async def _write(self, group: list[_Write], layout: TableLayout) -> None:
+    async def _write(self, group: list[_Write], target: Target) -> None:
         if len(group) > 1:
             merged = concat_rows([w.rows for w in group])
             assert merged is not None
             try:
-                flags = await self._upsert(merged, layout)
+                flags = await self._upsert(target, merged)
             except Exception:
                 pass  # written again one by one below, each with its own outcome
             else:
@@ -84,7 +90,7 @@ class GroupCommit:
                 return
         for write in group:
             try:
-                flags = await self._upsert(write.rows, layout)
+                flags = await self._upsert(target, write.rows)
             except Exception as exc:
                 write.done.set_exception(exc)
             else:

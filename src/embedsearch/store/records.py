@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from embedsearch.distance import Distance
+from embedsearch.core.distance import Distance
+from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 from embedsearch.embedders.base import Vectors
-from embedsearch.vector_index import IndexSpec, IndexType, Storage
 
 
 @dataclass(frozen=True)

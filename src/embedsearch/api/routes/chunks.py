@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from embedsearch.api.deps import ServiceDep
+from embedsearch.api.deps import DepsDep
 from embedsearch.api.schemas import (
     ERROR_RESPONSES,
     ChunkPublic,
@@ -13,15 +13,19 @@ from embedsearch.api.schemas import (
     EmbedRequest,
     EmbedResponse,
 )
-from embedsearch.service import ChunkInput
+from embedsearch.core import chunks
+from embedsearch.core.chunks import ChunkInput
+from embedsearch.core.constants import DEFAULT_COLLECTION
 
 router = APIRouter(tags=["chunks"])
 
 
 @router.post("/embed", response_model=EmbedResponse, responses=ERROR_RESPONSES)
-async def embed(body: EmbedRequest, service: ServiceDep) -> EmbedResponse:
+async def embed(body: EmbedRequest, deps: DepsDep) -> EmbedResponse:
     """Embed one chunk of text and store (or replace) it under its chunkId."""
-    outcome = await service.embed_chunk(body.chunkId, body.text, body.metadata, body.collection)
+    outcome = await chunks.embed_chunk(
+        deps, body.chunkId, body.text, body.metadata, body.collection
+    )
     return EmbedResponse(
         chunkId=outcome.chunk_id,
         dimensions=outcome.dimensions,
@@ -33,10 +37,10 @@ async def embed(body: EmbedRequest, service: ServiceDep) -> EmbedResponse:
 
 
 @router.post("/embed/batch", response_model=EmbedBatchResponse, responses=ERROR_RESPONSES)
-async def embed_batch(body: EmbedBatchRequest, service: ServiceDep) -> EmbedBatchResponse:
+async def embed_batch(body: EmbedBatchRequest, deps: DepsDep) -> EmbedBatchResponse:
     """Embed and store many chunks in one transaction: all are stored, or none."""
     items = [ChunkInput(item.chunkId, item.text, item.metadata) for item in body.items]
-    outcome = await service.embed_batch(items, body.collection)
+    outcome = await chunks.embed_batch(deps, items, body.collection)
     return EmbedBatchResponse(
         count=len(outcome.chunk_ids),
         dimensions=outcome.dimensions,
@@ -48,14 +52,12 @@ async def embed_batch(body: EmbedBatchRequest, service: ServiceDep) -> EmbedBatc
 
 
 @router.get("/chunks/{chunk_id:path}", response_model=ChunkPublic, responses=ERROR_RESPONSES)
-async def get_chunk(
-    chunk_id: str, service: ServiceDep, collection: str | None = None
-) -> ChunkPublic:
+async def get_chunk(chunk_id: str, deps: DepsDep, collection: str | None = None) -> ChunkPublic:
     """A stored chunk: its text, metadata, model and timestamps."""
-    chunk = await service.get_chunk(chunk_id, collection)
+    chunk = await chunks.get_chunk(deps, chunk_id, collection)
     return ChunkPublic(
         chunkId=chunk.chunk_id,
-        collection=collection or "default",
+        collection=collection or DEFAULT_COLLECTION,
         text=chunk.text,
         metadata=chunk.metadata or {},
         model=chunk.model,
@@ -67,6 +69,6 @@ async def get_chunk(
 
 
 @router.delete("/chunks/{chunk_id:path}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_chunk(chunk_id: str, service: ServiceDep, collection: str | None = None) -> None:
+async def delete_chunk(chunk_id: str, deps: DepsDep, collection: str | None = None) -> None:
     """Delete one chunk."""
-    await service.delete_chunk(chunk_id, collection)
+    await chunks.delete_chunk(deps, chunk_id, collection)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from embedsearch.api.deps import IndexesDep, ServiceDep
+from embedsearch.api.deps import DepsDep
 from embedsearch.api.schemas import (
     ERROR_RESPONSES,
     CollectionCreate,
@@ -18,9 +18,10 @@ from embedsearch.api.schemas import (
     IndexRequest,
     RecallEstimate,
 )
-from embedsearch.indexing import MAX_SAMPLE, IndexReport
+from embedsearch.core import collections, indexing
+from embedsearch.core.indexing import MAX_SAMPLE, IndexReport
+from embedsearch.core.vector_index import IndexSpec
 from embedsearch.store.records import CollectionOptions, CollectionRecord
-from embedsearch.vector_index import IndexSpec
 
 router = APIRouter(tags=["collections"])
 
@@ -42,7 +43,7 @@ def _public(record: CollectionRecord, count: int) -> CollectionPublic:
 @router.post(
     "/collections", status_code=201, response_model=CollectionPublic, responses=ERROR_RESPONSES
 )
-async def create_collection(body: CollectionCreate, service: ServiceDep) -> CollectionPublic:
+async def create_collection(body: CollectionCreate, deps: DepsDep) -> CollectionPublic:
     """Create a collection (409 if the name is taken)."""
     options = CollectionOptions(
         distance=body.distance,
@@ -50,47 +51,47 @@ async def create_collection(body: CollectionCreate, service: ServiceDep) -> Coll
         normalized=body.normalize,
         index=body.index.spec() if body.index else IndexSpec(),
     )
-    record = await service.create_collection(
-        body.name, embedder=body.embedder, dimensions=body.dimensions, options=options
+    record = await collections.create(
+        deps, body.name, embedder=body.embedder, dimensions=body.dimensions, options=options
     )
     return _public(record, 0)
 
 
 @router.get("/collections", response_model=CollectionList)
-async def list_collections(service: ServiceDep) -> CollectionList:
-    return CollectionList(collections=[_public(r, n) for r, n in await service.collections()])
+async def list_collections(deps: DepsDep) -> CollectionList:
+    return CollectionList(collections=[_public(r, n) for r, n in await collections.list_all(deps)])
 
 
 @router.get("/collections/{name}", response_model=CollectionPublic, responses=ERROR_RESPONSES)
-async def get_collection(name: str, service: ServiceDep) -> CollectionPublic:
-    return _public(*await service.collection(name))
+async def get_collection(name: str, deps: DepsDep) -> CollectionPublic:
+    return _public(*await collections.get(deps, name))
 
 
 @router.delete("/collections/{name}", status_code=204, responses=ERROR_RESPONSES)
-async def drop_collection(name: str, service: ServiceDep) -> None:
+async def drop_collection(name: str, deps: DepsDep) -> None:
     """Drop a collection and all its chunks and documents."""
-    await service.drop_collection(name)
+    await collections.drop(deps, name)
 
 
 @router.post("/collections/{name}/index", response_model=IndexPublic, responses=ERROR_RESPONSES)
-async def build_index(name: str, body: IndexRequest, indexes: IndexesDep) -> IndexPublic:
+async def build_index(name: str, body: IndexRequest, deps: DepsDep) -> IndexPublic:
     """Build or rebuild the collection's ANN index (type none drops it: exact scans). The new
     index is built beside the old one, so searches and writes go on meanwhile; the call
     returns when it is in place. GET /collections/{name}/index shows a running build's
     progress. IVFFlat needs the data loaded first (its lists are trained on it)."""
-    return _index_public(await indexes.build(name, body.spec()))
+    return _index_public(await indexing.build(deps, name, body.spec()))
 
 
 @router.get("/collections/{name}/index", response_model=IndexPublic, responses=ERROR_RESPONSES)
 async def index_health(
     name: str,
-    indexes: IndexesDep,
+    deps: DepsDep,
     sample: Annotated[int, Query(ge=0, le=MAX_SAMPLE, description="Vectors to test")] = 50,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> IndexPublic:
     """Index type, parameters, size, a live recall@k estimate (stored vectors as queries, ANN
     top-k against exact top-k) and plain advice."""
-    return _index_public(await indexes.report(name, sample=sample, k=k))
+    return _index_public(await indexing.report(deps, name, sample=sample, k=k))
 
 
 def _index_public(report: IndexReport) -> IndexPublic:

@@ -6,21 +6,24 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from embedsearch.api.deps import DocumentsDep
+from embedsearch.api.deps import DepsDep
 from embedsearch.api.schemas import ERROR_RESPONSES, DocumentCreate, DocumentPublic, DocumentStored
-from embedsearch.chunking import ChunkingOptions
-from embedsearch.documents import DocumentInput
+from embedsearch.core import documents
+from embedsearch.core.chunking import ChunkingOptions
+from embedsearch.core.constants import DEFAULT_COLLECTION
+from embedsearch.core.documents import DocumentInput
 
 router = APIRouter(tags=["documents"])
 
 
 @router.post("/documents", response_model=DocumentStored, responses=ERROR_RESPONSES)
-async def put_document(body: DocumentCreate, documents: DocumentsDep) -> DocumentStored:
+async def put_document(body: DocumentCreate, deps: DepsDep) -> DocumentStored:
     """Split a document into chunks (ids `documentId#0..n`), embed and store them. Posting the
     same documentId again replaces its chunks; unchanged chunks are not re-embedded."""
     chunking = body.chunking
     options = ChunkingOptions(chunking.maxTokens, chunking.overlap) if chunking else None
     outcome = await documents.put(
+        deps,
         [DocumentInput(body.documentId, body.text, body.metadata)],
         collection=body.collection,
         options=options,
@@ -30,7 +33,7 @@ async def put_document(body: DocumentCreate, documents: DocumentsDep) -> Documen
     )
     return DocumentStored(
         documentId=body.documentId,
-        collection=body.collection or "default",
+        collection=body.collection or DEFAULT_COLLECTION,
         status=status,
         chunkIds=outcome.chunks.get(body.documentId, []),
         embedded=outcome.embedded,
@@ -41,12 +44,12 @@ async def put_document(body: DocumentCreate, documents: DocumentsDep) -> Documen
     "/documents/{document_id:path}", response_model=DocumentPublic, responses=ERROR_RESPONSES
 )
 async def get_document(
-    document_id: str, documents: DocumentsDep, collection: str | None = None
+    document_id: str, deps: DepsDep, collection: str | None = None
 ) -> DocumentPublic:
-    record = await documents.get(document_id, collection)
+    record = await documents.get(deps, document_id, collection)
     return DocumentPublic(
         documentId=record.document_id,
-        collection=collection or "default",
+        collection=collection or DEFAULT_COLLECTION,
         metadata=record.metadata,
         chunkCount=record.chunk_count,
         chunkIds=record.chunk_ids,
@@ -56,8 +59,6 @@ async def get_document(
 
 
 @router.delete("/documents/{document_id:path}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_document(
-    document_id: str, documents: DocumentsDep, collection: str | None = None
-) -> None:
+async def delete_document(document_id: str, deps: DepsDep, collection: str | None = None) -> None:
     """Delete a document and all its chunks."""
-    await documents.delete(document_id, collection)
+    await documents.delete(deps, document_id, collection)

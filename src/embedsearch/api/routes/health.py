@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from embedsearch.api.deps import ServiceDep
+from embedsearch.api.deps import DepsDep
 from embedsearch.api.schemas import ErrorResponse, HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
@@ -17,9 +17,10 @@ async def healthz() -> HealthResponse:
 
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ErrorResponse}})
-async def readyz(service: ServiceDep) -> ReadyResponse:
+async def readyz(deps: DepsDep) -> ReadyResponse:
     """The database answers and the model is loaded."""
-    version = await service.store.pgvector_version()
+    version = await deps.store.pgvector_version()
+    model = (await deps.embedders.default()).embedder  # loaded before the app is ready
     return ReadyResponse(
-        status="ready", model=service.model, dimensions=service.dimensions, pgvector=version
+        status="ready", model=model.name, dimensions=model.dimensions, pgvector=version
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from embedsearch.api.deps import ServiceDep
+from embedsearch.api.deps import DepsDep
 from embedsearch.api.schemas import (
     ERROR_RESPONSES,
     SearchAnyRequest,
@@ -13,8 +13,9 @@ from embedsearch.api.schemas import (
     SearchResponse,
     SearchResult,
 )
-from embedsearch.search_mode import SearchMode
-from embedsearch.service import MmrOptions, SearchOutcome
+from embedsearch.core import search as use_case
+from embedsearch.core.search import MmrOptions, SearchOutcome
+from embedsearch.core.search_mode import SearchMode
 
 router = APIRouter(tags=["search"])
 
@@ -40,9 +41,10 @@ def _response(outcome: SearchOutcome, mode: SearchMode) -> SearchResponse:
 
 
 @router.post("/search/pgvector", response_model=SearchResponse, responses=ERROR_RESPONSES)
-async def search_pgvector(body: SearchRequest, service: ServiceDep) -> SearchResponse:
+async def search_pgvector(body: SearchRequest, deps: DepsDep) -> SearchResponse:
     """Nearest chunks to the query; `score` is the pgvector distance, smallest first."""
-    outcome = await service.search(
+    outcome = await use_case.search(
+        deps,
         body.query,
         limit=body.limit,
         distance=body.distance,
@@ -53,13 +55,14 @@ async def search_pgvector(body: SearchRequest, service: ServiceDep) -> SearchRes
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
-async def search(body: SearchAnyRequest, service: ServiceDep) -> SearchResponse:
+async def search(body: SearchAnyRequest, deps: DepsDep) -> SearchResponse:
     """Dense (as /search/pgvector: distance, smallest first), lexical (PostgreSQL full-text
     search: any of the words, or websearch syntax; ts_rank, largest first) or hybrid
     (Reciprocal Rank Fusion of both lists; RRF score, largest first). With `mmr`, the top
     `fetchK` results are re-ranked for diversity and returned in MMR order (relevance there is
     cosine similarity to the query; scores are those of the mode)."""
-    outcome = await service.search_any(
+    outcome = await use_case.search(
+        deps,
         body.query,
         mode=body.mode,
         limit=body.limit,

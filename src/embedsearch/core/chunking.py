@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from embedsearch.core.errors import InvalidInput
 from embedsearch.embedders import Embedder
-from embedsearch.errors import InvalidInput
 
 # Without a tokenizer (OpenAI-compatible providers: no offline tokenizer), count ~4 chars/token.
 _CHARS_PER_TOKEN = 4

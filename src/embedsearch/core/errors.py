@@ -55,3 +55,28 @@ class NotReady(EmbedsearchError):
 class Conflict(EmbedsearchError):
     status = 409
     code = "conflict"
+
+
+class StaleDocument(Conflict):
+    """A chunk assumed unchanged was rewritten by someone else meanwhile; redo the write
+    (callers retry; after that it reaches the client as 409)."""
+
+    def __init__(self, document_id: str) -> None:
+        super().__init__(
+            f"document {document_id!r} was changed by another writer at the same time; retry",
+            field="documentId",
+        )
+
+
+class SchemaTooNew(EmbedsearchError):
+    """The database was migrated by a newer release; this code refuses to touch it."""
+
+    status = 503
+    code = "schema_too_new"
+
+
+class MigrationFailed(EmbedsearchError):
+    """A schema migration failed; its transaction rolled back and the service must not start."""
+
+    status = 503
+    code = "migration_failed"

@@ -5,15 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from embedsearch.config import parse_embedder_spec
-from embedsearch.errors import InvalidInput, PayloadTooLarge
+from embedsearch.core.constants import (
+    COLLECTION_NAME_PATTERN,
+    MAX_CHUNK_ID_CHARS,
+    MAX_DOCUMENT_ID_CHARS,
+    MAX_LIMIT,
+)
+from embedsearch.core.errors import InvalidInput, PayloadTooLarge
 
-# Collection names become part of table names: lowercase, short, nothing to escape.
-COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-MAX_DOCUMENT_ID_CHARS = 200  # leaves room for "#<chunk index>" within a 255-char chunkId
-
-MAX_CHUNK_ID_CHARS = 255  # the brief's VARCHAR(255)
-MAX_LIMIT = 1000
+# Collection names become part of table names. fullmatch: `$` would let a trailing newline in.
+COLLECTION_NAME = re.compile(COLLECTION_NAME_PATTERN)
 
 
 def check_chunk_id(chunk_id: str, field: str = "chunkId") -> str:
@@ -69,12 +70,22 @@ def check_limit(limit: int, field: str = "limit") -> int:
 
 
 def check_collection_name(name: str, field: str = "collection") -> str:
-    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+    if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name):
         raise InvalidInput(
-            f"{field} must match {COLLECTION_NAME.pattern} (lowercase letters, digits, _)",
+            f"{field} must match ^{COLLECTION_NAME.pattern}$ (lowercase letters, digits, _)",
             field=field,
         )
     return name
+
+
+def parse_embedder_spec(value: str) -> tuple[str, str]:
+    """'local:all-MiniLM-L6-v2' -> ('local', 'all-MiniLM-L6-v2'); ValueError if malformed."""
+    provider, sep, model = value.partition(":")
+    if not sep or provider not in ("local", "openai") or not model.strip():
+        raise ValueError(
+            "embedder must look like 'local:all-MiniLM-L6-v2' or 'openai:text-embedding-3-small'"
+        )
+    return provider, model
 
 
 def check_embedder_spec(spec: str, field: str = "embedder") -> str:

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from embedsearch.distance import Distance
-from embedsearch.errors import InvalidInput
+from embedsearch.core.distance import Distance
+from embedsearch.core.errors import InvalidInput
 
 MIB = 1024 * 1024
 

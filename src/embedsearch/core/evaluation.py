@@ -3,23 +3,23 @@ every query in each mode, score the rankings, and time the searches."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from embedsearch.chunking import ChunkingOptions
-from embedsearch.documents import DocumentService
-from embedsearch.errors import Conflict, NotFound
+from embedsearch.core import collections
+from embedsearch.core.chunking import ChunkingOptions
+from embedsearch.core.constants import MAX_LIMIT
+from embedsearch.core.deps import Deps
+from embedsearch.core.search import search
+from embedsearch.core.search_mode import SearchMode
+from embedsearch.core.validation import check_collection_name
 from embedsearch.evaluation import metrics
 from embedsearch.evaluation.dataset import BeirDataset, DatasetError, default_collection
 from embedsearch.evaluation.metrics import DEPTH, Latency
 from embedsearch.evaluation.ranking import documents
 from embedsearch.ingest.pipeline import ProgressCallback, Summary, ingest
-from embedsearch.search_mode import SearchMode
-from embedsearch.service import SearchService
-from embedsearch.validation import MAX_LIMIT, check_collection_name
 
 TIMED_LIMIT = 10  # latency and ANN recall are measured on what a RAG application asks for
 # First try for DEPTH distinct documents: documents run to about two chunks each in SciFact;
@@ -67,7 +67,7 @@ QueryCallback = Callable[[SearchMode], None]  # called after each query of a mod
 
 
 async def evaluate(
-    service: SearchService,
+    deps: Deps,
     dataset: BeirDataset,
     options: EvalOptions | None = None,
     *,
@@ -77,9 +77,9 @@ async def evaluate(
     options = options or EvalOptions()
     started = time.perf_counter()
     name = check_collection_name(options.collection or default_collection(dataset.root))
-    await _ensure_collection(service, name)
+    await collections.ensure(deps, name)
     summary = await ingest(
-        DocumentService(service),
+        deps,
         [dataset.corpus],
         collection=name,
         options=options.chunking,
@@ -92,27 +92,28 @@ async def evaluate(
             f"{len(summary.failed)} corpus documents could not be stored "
             f"(first: {first.source}: {first.reason})"
         )
-    record, chunks = await service.collection(name)
-    target = await service.target(name)
+    target = await collections.resolve(deps, name)
+    record, chunks = target.record, await target.chunks.count()
+    worker = await target.worker()  # loaded by the ingest already
 
     results, top_chunks = [], {}
     for mode in options.modes:
-        result, top = await _run_mode(service, dataset, name, mode, on_query)
+        result, top = await _run_mode(deps, dataset, name, mode, on_query)
         results.append(result)
         top_chunks[mode] = top
     ann, exact_latency = None, None
     if SearchMode.DENSE in top_chunks:
-        ann, exact_latency = await _ann_recall(service, dataset, name, top_chunks[SearchMode.DENSE])
+        ann, exact_latency = await _ann_recall(deps, dataset, name, top_chunks[SearchMode.DENSE])
     embedding = None
     if any(mode is not SearchMode.LEXICAL for mode in options.modes):
-        timed = [await _timed(target.worker.embed_async([q])) for q in dataset.queries.values()]
+        timed = [await _timed(worker.embed_async([q])) for q in dataset.queries.values()]
         embedding = Latency.of([seconds for _, seconds in timed])
     return EvalResult(
         dataset=dataset.name,
         split=dataset.split,
         collection=name,
         model=record.model,
-        backend=getattr(target.worker.embedder, "backend", None),  # only local embedders have one
+        backend=getattr(worker.embedder, "backend", None),  # only local embedders have one
         documents=dataset.documents,
         chunks=chunks,
         queries=len(dataset.queries),
@@ -125,16 +126,8 @@ async def evaluate(
     )
 
 
-async def _ensure_collection(service: SearchService, name: str) -> None:
-    try:
-        await service.target(name)
-    except NotFound:
-        with contextlib.suppress(Conflict):  # created meanwhile by another run: just as good
-            await service.create_collection(name)
-
-
 async def _run_mode(
-    service: SearchService,
+    deps: Deps,
     dataset: BeirDataset,
     collection: str,
     mode: SearchMode,
@@ -144,9 +137,9 @@ async def _run_mode(
     top: dict[str, list[str]] = {}
     seconds: list[float] = []
     for query_id, text in dataset.queries.items():
-        rankings[query_id] = await _ranked(service, text, mode, collection)
+        rankings[query_id] = await _ranked(deps, text, mode, collection)
         outcome, elapsed = await _timed(
-            service.search_any(text, mode=mode, limit=TIMED_LIMIT, collection=collection)
+            search(deps, text, mode=mode, limit=TIMED_LIMIT, collection=collection)
         )
         seconds.append(elapsed)
         top[query_id] = [hit.chunk_id for hit in outcome.hits]
@@ -160,13 +153,11 @@ async def _run_mode(
     return result, top
 
 
-async def _ranked(
-    service: SearchService, query: str, mode: SearchMode, collection: str
-) -> list[str]:
+async def _ranked(deps: Deps, query: str, mode: SearchMode, collection: str) -> list[str]:
     """The top DEPTH distinct documents (fewer if the collection or the matches run out)."""
     limit = _FIRST_LIMIT
     while True:
-        outcome = await service.search_any(query, mode=mode, limit=limit, collection=collection)
+        outcome = await search(deps, query, mode=mode, limit=limit, collection=collection)
         ranked = documents(outcome.hits)
         if len(ranked) >= DEPTH or len(outcome.hits) < limit or limit == MAX_LIMIT:
             return ranked[:DEPTH]
@@ -174,7 +165,7 @@ async def _ranked(
 
 
 async def _ann_recall(
-    service: SearchService,
+    deps: Deps,
     dataset: BeirDataset,
     collection: str,
     approximate: dict[str, list[str]],
@@ -183,8 +174,13 @@ async def _ann_recall(
     overlaps, seconds = [], []
     for query_id, text in dataset.queries.items():
         outcome, elapsed = await _timed(
-            service.search_any(
-                text, mode=SearchMode.DENSE, limit=TIMED_LIMIT, collection=collection, exact=True
+            search(
+                deps,
+                text,
+                mode=SearchMode.DENSE,
+                limit=TIMED_LIMIT,
+                collection=collection,
+                exact=True,
             )
         )
         seconds.append(elapsed)

@@ -1,0 +1,108 @@
+"""Search: dense (the brief's /search/pgvector), lexical or hybrid, optionally re-ranked
+with Maximal Marginal Relevance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embedsearch.core.collections import resolve
+from embedsearch.core.constants import (
+    DEFAULT_LIMIT,
+    DEFAULT_MMR_FETCH_K,
+    DEFAULT_MMR_LAMBDA,
+    DEFAULT_RRF_K,
+    MAX_LIMIT,
+)
+from embedsearch.core.deps import Deps
+from embedsearch.core.distance import Distance
+from embedsearch.core.errors import InvalidInput
+from embedsearch.core.mmr import mmr as maximal_marginal_relevance
+from embedsearch.core.search_mode import SearchMode
+from embedsearch.core.validation import check_limit, check_text
+from embedsearch.embedders.base import normalize_rows
+from embedsearch.store import SearchHit
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    hits: list[SearchHit]
+    model: str
+    distance: Distance
+    query_truncated: bool
+    collection: str
+
+
+@dataclass(frozen=True)
+class MmrOptions:
+    """Maximal Marginal Relevance: pick `limit` of the top `fetch_k` results, trading relevance
+    (lambda_ = 1) against novelty (lambda_ = 0)."""
+
+    lambda_: float = DEFAULT_MMR_LAMBDA
+    fetch_k: int = DEFAULT_MMR_FETCH_K
+
+    def check(self, limit: int) -> None:
+        if not 0.0 <= self.lambda_ <= 1.0:
+            raise InvalidInput("mmr.lambda must be between 0 and 1", field="mmr.lambda")
+        if not limit <= self.fetch_k <= MAX_LIMIT:
+            raise InvalidInput(
+                f"mmr.fetchK must be between limit ({limit}) and {MAX_LIMIT}", field="mmr.fetchK"
+            )
+
+
+async def search(
+    deps: Deps,
+    query: str,
+    *,
+    mode: SearchMode = SearchMode.DENSE,
+    limit: int = DEFAULT_LIMIT,
+    distance: Distance | None = None,
+    collection: str | None = None,
+    filter_: dict[str, Any] | None = None,
+    rrf_k: int = DEFAULT_RRF_K,
+    mmr: MmrOptions | None = None,
+    exact: bool = False,
+    ef_search: int | None = None,
+    probes: int | None = None,
+) -> SearchOutcome:
+    """Dense (scores: distance, smallest first), lexical or hybrid (scores: larger is better)."""
+    check_text(query, max_chars=deps.limits.max_text_chars, field="query")
+    check_limit(limit)
+    if filter_ is not None and not isinstance(filter_, dict):
+        raise InvalidInput("filter must be a JSON object", field="filter")
+    if mmr is not None:
+        mmr.check(limit)
+    target = await resolve(deps, collection)
+    record, chunks = target.record, target.chunks
+    distance = distance or record.distance
+    fetch = mmr.fetch_k if mmr is not None else limit
+    vector, truncated = None, False
+    if mode is not SearchMode.LEXICAL or mmr is not None:
+        batch = await target.embed([query])
+        vector, truncated = batch.vectors[0], batch.truncated[0]
+    if mode is SearchMode.DENSE:
+        assert vector is not None
+        hits = await chunks.search(
+            vector,
+            limit=fetch,
+            distance=distance,
+            filter_=filter_,
+            exact=exact,
+            ef_search=ef_search,
+            probes=probes,
+        )
+    else:
+        hybrid_vector = vector if mode is SearchMode.HYBRID else None
+        hits = await chunks.search_text(
+            query, hybrid_vector, limit=fetch, filter_=filter_, rrf_k=rrf_k
+        )
+    if mmr is not None and vector is not None and hits:
+        stored = await chunks.vectors([hit.chunk_id for hit in hits])
+        # MMR compares by cosine; raw (non-unit) collections are scaled here, not stored so.
+        candidates = normalize_rows(np.stack([stored[hit.chunk_id] for hit in hits]))
+        query_unit = normalize_rows(vector[None, :])[0]
+        order = maximal_marginal_relevance(query_unit, candidates, limit=limit, lambda_=mmr.lambda_)
+        hits = [hits[i] for i in order]
+    return SearchOutcome(hits, record.model, distance, truncated, record.name)

@@ -1,0 +1,204 @@
+"""A handle on one collection's chunks: writes, reads and search, bound to its table and layout.
+
+Resolved once from the registry (`Store.collection(record)`), so nothing downstream rebuilds a
+table name or passes one around. Two handles on the same table compare equal (group commit
+keys its queues by handle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pgvector import HalfVector
+from psycopg.types.json import Jsonb
+
+from embedsearch.core.constants import HNSW_MAX_EF_SEARCH, HYBRID_CANDIDATES
+from embedsearch.core.distance import Distance
+from embedsearch.core.errors import InvalidInput
+from embedsearch.core.vector_index import Storage
+from embedsearch.store.database import Connection, Database
+from embedsearch.store.documents import DocumentStore
+from embedsearch.store.filters import compile_filter
+from embedsearch.store.records import ChunkRecord, ChunkRows, SearchHit, TableLayout
+from embedsearch.store.sql import chunks as sql
+from embedsearch.store.sql import documents as documents_sql
+from embedsearch.store.sql import search as search_sql
+
+# Rows at or below this go through INSERTs; above, through binary COPY into a staging table.
+_COPY_THRESHOLD = 8
+# pgvector's own hnsw.ef_search default: what a transaction has unless we set it.
+_PG_EF_SEARCH = 40
+
+
+@dataclass(frozen=True)
+class CollectionHandle:
+    database: Database
+    table: str
+    name: str = field(compare=False)
+    layout: TableLayout = field(compare=False)
+    ef_search: int = field(compare=False)  # HNSW candidate list when a request sets none
+
+    @property
+    def documents(self) -> DocumentStore:
+        return DocumentStore(self)
+
+    # Writes.
+
+    async def upsert(self, rows: ChunkRows) -> list[bool]:
+        """Insert or update rows in one transaction. Returns, per row, True if it was new."""
+        if len(set(rows.chunk_ids)) != len(rows.chunk_ids):
+            raise InvalidInput("the same chunkId appears twice in one request", field="chunkId")
+        async with self.database.writing() as conn:
+            returned = await self.write_rows(conn, rows)
+        inserted = {chunk_id: bool(flag) for chunk_id, flag in returned}
+        return [inserted[chunk_id] for chunk_id in rows.chunk_ids]
+
+    async def write_rows(self, conn: Connection, rows: ChunkRows) -> list[tuple[Any, ...]]:
+        """Upsert rows inside the caller's transaction; returns (chunk_id, inserted) rows."""
+        n, table = len(rows), self.table
+        vectors: Any = rows.vectors
+        if self.layout.storage is Storage.HALFVEC:
+            vectors = [HalfVector(v) for v in rows.vectors]
+        records = list(
+            zip(
+                rows.chunk_ids,
+                vectors,
+                [rows.model] * n,
+                rows.contents,
+                rows.content_hashes,
+                [Jsonb(m) for m in (rows.metadata or [{}] * n)],
+                rows.document_ids or [None] * n,
+                strict=True,
+            )
+        )
+        if n <= _COPY_THRESHOLD:
+            returned = []
+            for record in records:
+                cur = await conn.execute(sql.upsert_row(table), record)
+                returned.extend(await cur.fetchall())
+            return returned
+        await conn.execute(sql.create_staging(table))
+        async with conn.cursor().copy(sql.copy_into_staging(table)) as copy:
+            copy.set_types(sql.copy_types(self.layout.storage))
+            for record in records:
+                await copy.write_row(record)
+        cur = await conn.execute(sql.upsert_from_staging(table))
+        return await cur.fetchall()
+
+    async def delete_chunk(self, chunk_id: str) -> bool:
+        async with self.database.writing() as conn:
+            row = await (await conn.execute(sql.delete_chunk(self.table), (chunk_id,))).fetchone()
+            if row is None:
+                return False
+            if row[0] is not None:
+                await conn.execute(documents_sql.DECREMENT_DOCUMENT_CHUNKS, (self.name, row[0]))
+            return True
+
+    # Reads.
+
+    async def count(self) -> int:
+        async with self.database.reading() as conn:
+            row = await (await conn.execute(sql.count_rows(self.table))).fetchone()
+            return int(row[0]) if row else 0
+
+    async def get_chunk(self, chunk_id: str) -> ChunkRecord | None:
+        async with self.database.reading() as conn:
+            row = await (await conn.execute(sql.get_chunk(self.table), (chunk_id,))).fetchone()
+        return ChunkRecord(*row) if row else None
+
+    async def vectors(self, chunk_ids: Sequence[str]) -> dict[str, Any]:
+        """Stored vectors (float32 arrays, also from halfvec) by chunk id."""
+        async with self.database.reading() as conn:
+            cur = await conn.execute(sql.chunk_vectors(self.table), (list(chunk_ids),))
+            return {
+                r[0]: np.asarray(r[1].to_numpy(), dtype=np.float32) for r in await cur.fetchall()
+            }
+
+    # Search.
+
+    async def search(
+        self,
+        query: np.ndarray[Any, Any],
+        *,
+        limit: int,
+        distance: Distance,
+        filter_: dict[str, Any] | None = None,
+        exact: bool = False,
+        ef_search: int | None = None,
+        probes: int | None = None,
+    ) -> list[SearchHit]:
+        """Nearest chunks. `exact` scans every row (ground truth); `ef_search` sets HNSW's
+        candidate list (never below `limit`: HNSW returns at most ef_search rows); `probes`
+        sets the IVFFlat lists scanned."""
+        condition, params = compile_filter(filter_)
+        params |= {"query": query, "limit": limit}
+        layout = self.layout
+        statement = search_sql.search(
+            self.table,
+            distance,
+            condition,
+            order_by=layout.order_by(distance, exact=exact),
+            storage=layout.storage,
+        )
+        async with self.database.reading() as conn, conn.transaction():
+            if exact:
+                await conn.execute(search_sql.DISABLE_INDEX_SCANS)
+            else:
+                await self._tune_index_scan(
+                    conn, limit, ef_search or self.ef_search, probes, filter_ is not None
+                )
+            rows = await (await conn.execute(statement, params)).fetchall()
+        hits = [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
+        # Ordered through the index; for unit vectors every metric agrees, and a stable sort
+        # keeps ties in index order while guaranteeing smallest score first.
+        hits.sort(key=lambda hit: hit.score)
+        return hits
+
+    async def search_text(
+        self,
+        text: str,
+        query: np.ndarray[Any, Any] | None,
+        *,
+        limit: int,
+        filter_: dict[str, Any] | None = None,
+        rrf_k: int = 60,
+    ) -> list[SearchHit]:
+        """Lexical search (query None) or hybrid search (dense + lexical, fused with RRF).
+        Scores: larger is better."""
+        condition, params = compile_filter(filter_)
+        candidates = min(max(limit * 4, HYBRID_CANDIDATES), HNSW_MAX_EF_SEARCH)
+        params |= {"text": text, "limit": limit, "query": query, "k": candidates, "rrf_k": rrf_k}
+        statement = (
+            search_sql.lexical_search(self.table, condition)
+            if query is None
+            else search_sql.hybrid_search(
+                self.table,
+                condition,
+                order_by=self.layout.index_distance,
+                storage=self.layout.storage,
+            )
+        )
+        async with self.database.reading() as conn, conn.transaction():
+            if query is not None:
+                await self._tune_index_scan(
+                    conn, candidates, self.ef_search, None, filter_ is not None
+                )
+            rows = await (await conn.execute(statement, params)).fetchall()
+        return [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
+
+    async def _tune_index_scan(
+        self, conn: Connection, limit: int, ef_search: int, probes: int | None, filtered: bool
+    ) -> None:
+        """Per-transaction index settings: HNSW's candidate list, IVFFlat's lists to scan, and
+        iterative scans so a filter still yields `limit` rows."""
+        ef = min(max(limit, ef_search), HNSW_MAX_EF_SEARCH)
+        if ef != _PG_EF_SEARCH:
+            await conn.execute(search_sql.SET_EF_SEARCH, (str(ef),))
+        probes = probes or self.layout.probes
+        if probes is not None:
+            await conn.execute(search_sql.SET_PROBES, (str(probes),))
+        if filtered:
+            await conn.execute(search_sql.SET_ITERATIVE_SCAN)

@@ -1,0 +1,89 @@
+"""Connections to PostgreSQL: the one place that decides which connection a statement uses.
+
+Reads (searches, lookups) go through `reading()`, writes through `writing()` (one
+transaction), and statements that cannot run inside a transaction (CREATE INDEX
+CONCURRENTLY) through `dedicated()`. Today all three use the primary; read replicas will plug
+in behind `reading()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector_async
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from embedsearch.core.errors import DatabaseUnavailable
+
+Connection = psycopg.AsyncConnection[Any]
+
+
+@asynccontextmanager
+async def database_errors() -> AsyncIterator[None]:
+    """Turn connection-level failures into DatabaseUnavailable (HTTP 503)."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        raise DatabaseUnavailable(f"database unavailable: {first_line(exc)}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+class Database:
+    """A connection pool to the primary, opened after the schema is migrated."""
+
+    def __init__(
+        self, conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0
+    ) -> None:
+        self._conninfo = conninfo
+        self._timeout_s = timeout_s
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout_s,
+            open=False,
+            configure=register_vector_async,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"connect_timeout": self._connect_timeout},
+        )
+
+    @property
+    def _connect_timeout(self) -> int:
+        return max(1, round(self._timeout_s))
+
+    async def open(self) -> None:
+        async with database_errors():
+            await self._pool.open(wait=True, timeout=self._timeout_s)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Connection]:
+        """A pooled connection for reads (autocommit off: each read is its own transaction)."""
+        async with database_errors(), self._pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[Connection]:
+        """A pooled primary connection inside one transaction: all of it commits, or none."""
+        async with database_errors(), self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def dedicated(self, *, autocommit: bool = True) -> AsyncIterator[Connection]:
+        """A connection of its own to the primary, outside the pool: for statements that must
+        not run in a transaction, and for session-level locks that end with the connection."""
+        async with database_errors():
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=autocommit, connect_timeout=self._connect_timeout
+            )
+        async with conn, database_errors():
+            yield conn

@@ -1,0 +1,58 @@
+"""The one place that issues DDL for collections: chunk tables and their ANN indexes.
+
+A collection's table is created, dropped and indexed only through `Ddl`, so a deployment whose
+tables need other DDL (distributed tables on Citus) changes this class and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from embedsearch.core.vector_index import IndexSpec, IndexType
+from embedsearch.store.database import Connection
+from embedsearch.store.records import CollectionOptions, TableLayout
+from embedsearch.store.sql import ddl as sql
+
+log = logging.getLogger(__name__)
+
+
+def index_name(table: str, index_type: IndexType) -> str:
+    return f"{table}_embedding_{index_type.value}"
+
+
+class Ddl:
+    async def create_chunk_table(
+        self, conn: Connection, layout: TableLayout, dimensions: int, options: CollectionOptions
+    ) -> None:
+        """The table (or complete one made by other code, e.g. the brief's script), its text,
+        metadata and document indexes, and the HNSW index when asked for and possible."""
+        table, storage, spec = layout.table, layout.storage, options.index
+        await conn.execute(sql.create_chunk_table(table, dimensions, storage))
+        await conn.execute(sql.upgrade_chunk_table(table))
+        if spec.type is IndexType.HNSW and dimensions <= storage.max_indexed_dimensions:
+            await self.create_vector_index(conn, index_name(table, spec.type), layout, spec)
+        elif spec.type is IndexType.HNSW:
+            log.warning("%d dimensions: too many for an index on %s", dimensions, storage.value)
+
+    async def drop_chunk_table(self, conn: Connection, table: str) -> None:
+        await conn.execute(sql.drop_table(table))
+
+    async def create_vector_index(
+        self,
+        conn: Connection,
+        name: str,
+        layout: TableLayout,
+        spec: IndexSpec,
+        *,
+        concurrently: bool = False,
+    ) -> None:
+        opclass = layout.storage.opclass(layout.index_distance)
+        await conn.execute(
+            sql.create_vector_index(name, layout.table, opclass, spec, concurrently=concurrently)
+        )
+
+    async def drop_index(self, conn: Connection, name: str, *, concurrently: bool = False) -> None:
+        await conn.execute(sql.drop_index(name, concurrently=concurrently))
+
+    async def rename_index(self, conn: Connection, name: str, new_name: str) -> None:
+        await conn.execute(sql.rename_index(name, new_name))

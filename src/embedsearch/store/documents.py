@@ -1,0 +1,95 @@
+"""Documents of one collection: each version replaces all its chunks in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from psycopg.types.json import Jsonb
+
+from embedsearch.core.errors import StaleDocument
+from embedsearch.store.records import DocumentRecord, DocumentState, DocumentWrite, concat_rows
+from embedsearch.store.sql import documents as sql
+
+if TYPE_CHECKING:
+    from embedsearch.store.collection import CollectionHandle
+
+
+class DocumentStore:
+    def __init__(self, collection: CollectionHandle) -> None:
+        self._chunks = collection
+        self._db = collection.database
+        self._name = collection.name
+        self._table = collection.table
+
+    async def states(self, document_ids: Sequence[str]) -> dict[str, DocumentState]:
+        async with self._db.reading() as conn:
+            cur = await conn.execute(sql.DOCUMENT_STATES, (self._name, list(document_ids)))
+            return {r[0]: DocumentState(r[1], r[2]) for r in await cur.fetchall()}
+
+    async def chunk_hashes(self, document_ids: Sequence[str]) -> dict[str, str]:
+        async with self._db.reading() as conn:
+            statement = sql.chunk_hashes_of_documents(self._table)
+            cur = await conn.execute(statement, (list(document_ids),))
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def write(self, writes: Sequence[DocumentWrite]) -> list[bool]:
+        """Replace each document's chunks with its new version, all in one transaction: no
+        orphans and no half documents. Returns, per document, True if it was new."""
+        table = self._table
+        async with self._db.writing() as conn:
+            created = []
+            for write in writes:
+                await conn.execute(sql.LOCK_DOCUMENT, (self._name, write.document_id))
+            ids = [w.document_id for w in writes]
+            cur = await conn.execute(sql.chunk_hashes_of_documents(table, for_update=True), (ids,))
+            stored = {r[0]: r[1] for r in await cur.fetchall()}
+            for write in writes:
+                if any(stored.get(cid) != digest for cid, digest in write.reused.items()):
+                    raise StaleDocument(write.document_id)
+                await conn.execute(
+                    sql.delete_document_chunks_except(table), (write.document_id, write.chunk_ids)
+                )
+                if write.reused:
+                    metadata = Jsonb(write.metadata)
+                    await conn.execute(
+                        sql.update_chunk_metadata(table), (metadata, list(write.reused), metadata)
+                    )
+                row = await (
+                    await conn.execute(
+                        sql.UPSERT_DOCUMENT,
+                        (
+                            self._name,
+                            write.document_id,
+                            write.content_hash,
+                            Jsonb(write.metadata),
+                            len(write.chunk_ids),
+                        ),
+                    )
+                ).fetchone()
+                created.append(bool(row and row[0]))
+            rows = concat_rows([w.rows for w in writes if len(w.rows)])
+            if rows is not None:
+                await self._chunks.write_rows(conn, rows)
+        return created
+
+    async def get(self, document_id: str) -> DocumentRecord | None:
+        async with self._db.reading() as conn:
+            row = await (await conn.execute(sql.GET_DOCUMENT, (self._name, document_id))).fetchone()
+            if row is None:
+                return None
+            cur = await conn.execute(sql.document_chunks(self._table), (document_id,))
+            chunk_ids = [r[0] for r in await cur.fetchall()]
+        document_id, digest, metadata, chunk_count, created_at, updated_at = row
+        return DocumentRecord(
+            document_id, digest, metadata, chunk_count, created_at, updated_at, chunk_ids
+        )
+
+    async def delete(self, document_id: str) -> bool:
+        async with self._db.writing() as conn:
+            await conn.execute(sql.LOCK_DOCUMENT, (self._name, document_id))
+            found = await (
+                await conn.execute(sql.DELETE_DOCUMENT, (self._name, document_id))
+            ).fetchone()
+            await conn.execute(sql.delete_document_chunks(self._table), (document_id,))
+            return found is not None

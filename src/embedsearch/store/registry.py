@@ -1,0 +1,169 @@
+"""The collection registry: one row per collection, the only source of its table and layout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from embedsearch.core.constants import DEFAULT_COLLECTION, DEFAULT_TABLE
+from embedsearch.core.distance import Distance
+from embedsearch.core.errors import Conflict, ModelMismatch
+from embedsearch.core.vector_index import Storage
+from embedsearch.store.database import Connection, Database
+from embedsearch.store.ddl import Ddl
+from embedsearch.store.records import CollectionOptions, CollectionRecord, TableLayout
+from embedsearch.store.sql import registry as sql
+from embedsearch.store.sql.schema import LOCK_MIGRATIONS, MIGRATION_LOCK_ID
+
+
+def new_table_name(collection: str) -> str:
+    """Chosen once, when the collection is created; from then on the registry says it."""
+    return DEFAULT_TABLE if collection == DEFAULT_COLLECTION else f"c_{collection}"
+
+
+class Registry:
+    def __init__(self, database: Database, ddl: Ddl) -> None:
+        self._db = database
+        self._ddl = ddl
+
+    async def get(self, name: str) -> CollectionRecord | None:
+        async with self._db.reading() as conn:
+            return await _get(conn, name)
+
+    async def list(self) -> list[CollectionRecord]:
+        async with self._db.reading() as conn:
+            rows = await (await conn.execute(sql.LIST_COLLECTIONS)).fetchall()
+        return [_record(row) for row in rows]
+
+    async def create(
+        self, name: str, *, model: str, dimensions: int, embedder: str, options: CollectionOptions
+    ) -> CollectionRecord:
+        async with self._db.writing() as conn:
+            await conn.execute(LOCK_MIGRATIONS, (MIGRATION_LOCK_ID,))
+            if await _get(conn, name) is not None:
+                raise Conflict(f"collection {name!r} already exists", field="name")
+            return await self._create(conn, name, model, dimensions, embedder, options)
+
+    async def ensure_default(
+        self, *, model: str, dimensions: int, embedder: str | None
+    ) -> CollectionRecord:
+        """The brief's collection: created on first start, and refused if another model or
+        dimension filled it (vectors of different models cannot be mixed)."""
+        async with self._db.writing() as conn:
+            await conn.execute(LOCK_MIGRATIONS, (MIGRATION_LOCK_ID,))
+            existing = await _get(conn, DEFAULT_COLLECTION)
+            if existing is None:
+                await _check_unregistered_table(conn, DEFAULT_TABLE, model, dimensions)
+                return await self._create(
+                    conn, DEFAULT_COLLECTION, model, dimensions, embedder, CollectionOptions()
+                )
+            _check_same_model(existing, model, dimensions)
+            if existing.embedder is None and embedder is not None:
+                await conn.execute(sql.FILL_EMBEDDER, (embedder, DEFAULT_COLLECTION))
+                return await _get_existing(conn, DEFAULT_COLLECTION)
+            return existing
+
+    async def drop(self, name: str) -> bool:
+        async with self._db.writing() as conn:
+            await conn.execute(LOCK_MIGRATIONS, (MIGRATION_LOCK_ID,))
+            record = await _get(conn, name)
+            if record is None:
+                return False
+            await self._ddl.drop_chunk_table(conn, record.table)
+            await conn.execute(sql.UNREGISTER_COLLECTION, (name,))
+            return True
+
+    async def _create(
+        self,
+        conn: Connection,
+        name: str,
+        model: str,
+        dimensions: int,
+        embedder: str | None,
+        options: CollectionOptions,
+    ) -> CollectionRecord:
+        table = new_table_name(name)
+        layout = TableLayout(table, options.storage, options.normalized, options.distance)
+        await self._ddl.create_chunk_table(conn, layout, dimensions, options)
+        await conn.execute(
+            sql.REGISTER_COLLECTION,
+            (
+                name,
+                table,
+                model,
+                dimensions,
+                embedder,
+                options.distance.value,
+                options.storage.value,
+                options.normalized,
+            ),
+        )
+        return await _get_existing(conn, name)
+
+    # Index bookkeeping, written in the transaction of the index change itself.
+
+    async def record_index_build(
+        self, conn: Connection, name: str, *, probes: int | None, rows: int | None
+    ) -> None:
+        await conn.execute(sql.RECORD_INDEX_BUILD, (probes, rows, name))
+
+    async def record_deferred_index(
+        self, conn: Connection, name: str, spec: dict[str, Any]
+    ) -> None:
+        await conn.execute(sql.DEFER_INDEX, (Jsonb(spec), name))
+
+
+async def _get(conn: Connection, name: str) -> CollectionRecord | None:
+    row = await (await conn.execute(sql.GET_COLLECTION, (name,))).fetchone()
+    return _record(row) if row else None
+
+
+async def _get_existing(conn: Connection, name: str) -> CollectionRecord:
+    record = await _get(conn, name)
+    assert record is not None, name  # written in this transaction
+    return record
+
+
+def _record(row: Sequence[Any]) -> CollectionRecord:
+    name, table, model, dimensions, embedder, distance, created_at, storage, *index = row
+    return CollectionRecord(
+        name,
+        table,
+        model,
+        dimensions,
+        embedder,
+        Distance(distance),
+        created_at,
+        Storage(storage),
+        *index,
+    )
+
+
+async def _check_unregistered_table(
+    conn: Connection, table: str, model: str, dimensions: int
+) -> None:
+    """A table made by other code (e.g. the brief's script): adopt it only if it matches."""
+    row = await (await conn.execute(sql.VECTOR_COLUMN_DIMENSIONS, (table,))).fetchone()
+    if row is None:
+        return
+    if row[0] != dimensions:
+        raise ModelMismatch(
+            f"table {table} holds {row[0]}-dimensional vectors but the configured "
+            f"embedder makes {dimensions}; use another database or the matching embedder"
+        )
+    cur = await conn.execute(sql.other_models(table), (model,))
+    others = [r[0] for r in await cur.fetchall()]
+    if others:
+        raise ModelMismatch(f"table {table} holds vectors from {', '.join(others)}, not {model}")
+
+
+def _check_same_model(stored: CollectionRecord, model: str, dimensions: int) -> None:
+    if (stored.model, stored.dimensions) != (model, dimensions):
+        raise ModelMismatch(
+            f"this database was filled by {stored.model} ({stored.dimensions} dims) but the "
+            f"configured embedder is {model} ({dimensions} dims); vectors from different models "
+            "cannot be mixed. Use the same EMBEDSEARCH_EMBEDDER/EMBEDSEARCH_DIMENSIONS, or another "
+            "database"
+        )

@@ -1,0 +1,84 @@
+"""Chunk tables and their ANN indexes. DDL takes no parameters: identifiers go through
+sql.Identifier, and the integers are validated fields."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
+
+
+def create_chunk_table(table: str, dimensions: int, storage: Storage) -> sql.Composed:
+    """The brief's chunk_embeddings table, plus what a real system needs."""
+    return sql.SQL("""
+CREATE TABLE IF NOT EXISTS {table} (
+    chunk_id     VARCHAR(255) PRIMARY KEY,
+    embedding    {storage}({dims}) NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    model_name   VARCHAR(100) NOT NULL,
+    content      TEXT,
+    content_hash TEXT,
+    metadata     JSONB NOT NULL DEFAULT '{{}}',
+    document_id  TEXT
+)""").format(table=sql.Identifier(table), dims=sql.Literal(dimensions), storage=sql.SQL(storage))
+
+
+def upgrade_chunk_table(table: str) -> sql.Composed:
+    """Add our columns and indexes to a chunk table (idempotent; also for the brief's table)."""
+    return sql.SQL("""
+ALTER TABLE {table}
+    ADD COLUMN IF NOT EXISTS updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    ADD COLUMN IF NOT EXISTS content      TEXT,
+    ADD COLUMN IF NOT EXISTS content_hash TEXT,
+    ADD COLUMN IF NOT EXISTS metadata     JSONB NOT NULL DEFAULT '{{}}',
+    ADD COLUMN IF NOT EXISTS document_id  TEXT,
+    ADD COLUMN IF NOT EXISTS content_tsv  tsvector
+        GENERATED ALWAYS AS (to_tsvector('english', coalesce(content, ''))) STORED;
+CREATE INDEX IF NOT EXISTS {doc_index} ON {table} (document_id);
+CREATE INDEX IF NOT EXISTS {meta_index} ON {table} USING gin (metadata jsonb_path_ops);
+CREATE INDEX IF NOT EXISTS {text_index} ON {table} USING gin (content_tsv)""").format(
+        table=sql.Identifier(table),
+        doc_index=sql.Identifier(f"{table}_document_id"),
+        meta_index=sql.Identifier(f"{table}_metadata"),
+        text_index=sql.Identifier(f"{table}_content_tsv"),
+    )
+
+
+def create_vector_index(
+    index: str, table: str, opclass: str, spec: IndexSpec, *, concurrently: bool = False
+) -> sql.Composed:
+    """An HNSW or IVFFlat index (spec.lists is set for IVFFlat by the caller)."""
+    if spec.type is IndexType.HNSW:
+        options = sql.SQL("m = {}, ef_construction = {}").format(
+            sql.Literal(spec.m), sql.Literal(spec.ef_construction)
+        )
+    else:
+        options = sql.SQL("lists = {}").format(sql.Literal(spec.lists))
+    return sql.SQL(
+        "CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {table}"
+        " USING {method} (embedding {opclass}) WITH ({options})"
+    ).format(
+        concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
+        index=sql.Identifier(index),
+        table=sql.Identifier(table),
+        method=sql.SQL(spec.type.value),
+        opclass=sql.Identifier(opclass),
+        options=options,
+    )
+
+
+def drop_index(index: str, *, concurrently: bool = False) -> sql.Composed:
+    return sql.SQL("DROP INDEX {} IF EXISTS {}").format(
+        sql.SQL("CONCURRENTLY" if concurrently else ""), sql.Identifier(index)
+    )
+
+
+def rename_index(index: str, new_name: str) -> sql.Composed:
+    return sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+        sql.Identifier(index), sql.Identifier(new_name)
+    )
+
+
+def drop_table(table: str) -> sql.Composed:
+    return sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table))

@@ -1,0 +1,40 @@
+"""The collection registry: one row per collection, recording its table, model and layout."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+_COLLECTION_COLUMNS = (
+    "SELECT name, table_name, model, dimensions, embedder, distance, created_at, storage,"
+    " normalized, probes, index_rows, index_built_at, deferred_index FROM embedsearch_collections"
+)
+GET_COLLECTION = sql.SQL(_COLLECTION_COLUMNS + " WHERE name = %s")
+LIST_COLLECTIONS = sql.SQL(_COLLECTION_COLUMNS + " ORDER BY name")
+REGISTER_COLLECTION = sql.SQL(
+    "INSERT INTO embedsearch_collections"
+    " (name, table_name, model, dimensions, embedder, distance, storage, normalized)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name"
+)
+RECORD_INDEX_BUILD = sql.SQL(
+    "UPDATE embedsearch_collections SET probes = %s, index_rows = %s, index_built_at = now(),"
+    " deferred_index = NULL WHERE name = %s"
+)
+DEFER_INDEX = sql.SQL("UPDATE embedsearch_collections SET deferred_index = %s WHERE name = %s")
+FILL_EMBEDDER = sql.SQL(
+    "UPDATE embedsearch_collections SET embedder = %s WHERE name = %s AND embedder IS NULL"
+)
+REGISTERED_TABLES = sql.SQL(
+    "SELECT table_name FROM embedsearch_collections WHERE to_regclass(quote_ident(table_name))"
+    " IS NOT NULL ORDER BY table_name"
+)
+UNREGISTER_COLLECTION = sql.SQL("DELETE FROM embedsearch_collections WHERE name = %s")
+# The declared dimension of an existing vector column (atttypmod holds it), or no row.
+VECTOR_COLUMN_DIMENSIONS = sql.SQL("""
+SELECT a.atttypmod FROM pg_attribute a
+WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding' AND NOT a.attisdropped""")
+
+
+def other_models(table: str) -> sql.Composed:
+    return sql.SQL("SELECT DISTINCT model_name FROM {} WHERE model_name <> %s LIMIT 5").format(
+        sql.Identifier(table)
+    )

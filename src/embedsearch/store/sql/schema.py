@@ -1,0 +1,73 @@
+"""Schema versions: the version table, the lock that serializes migrations, each version's DDL."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+# Serializes schema changes between processes (server and CLI starting at once). Collection
+# DDL takes it for its transaction; a migration holds it for the session, from before its
+# transaction begins (see store.migrations._apply).
+MIGRATION_LOCK_ID = 7_214_530_001
+LOCK_MIGRATIONS = sql.SQL("SELECT pg_advisory_xact_lock(%s)")
+LOCK_MIGRATIONS_SESSION = sql.SQL("SELECT pg_advisory_lock(%s)")
+UNLOCK_MIGRATIONS_SESSION = sql.SQL("SELECT pg_advisory_unlock(%s)")
+
+# One row per applied migration; the schema version is the largest.
+VERSION_TABLE_EXISTS = sql.SQL("SELECT to_regclass('embedsearch_schema') IS NOT NULL")
+SCHEMA_VERSION = sql.SQL("SELECT coalesce(max(version), 0) FROM embedsearch_schema")
+CREATE_VERSION_TABLE = sql.SQL("""
+CREATE TABLE IF NOT EXISTS embedsearch_schema (
+    version     INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+)""")
+RECORD_VERSION = sql.SQL("INSERT INTO embedsearch_schema (version, description) VALUES (%s, %s)")
+
+CREATE_EXTENSION = sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")
+EXTENSION_VERSION = sql.SQL("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+
+# Version 1: the registry and documents as e9b6e60 and earlier wrote them. Idempotent, so it
+# also completes the layouts of releases before it (columns added one by one).
+V1_REGISTRY_AND_DOCUMENTS = sql.SQL("""
+CREATE TABLE IF NOT EXISTS embedsearch_collections (
+    name        TEXT PRIMARY KEY,
+    table_name  TEXT NOT NULL UNIQUE,
+    model       TEXT NOT NULL,
+    dimensions  INTEGER NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+ALTER TABLE embedsearch_collections
+    ADD COLUMN IF NOT EXISTS embedder TEXT,
+    ADD COLUMN IF NOT EXISTS distance TEXT NOT NULL DEFAULT 'cosine',
+    ADD COLUMN IF NOT EXISTS storage TEXT NOT NULL DEFAULT 'vector',
+    -- false: vectors are stored as the model gives them, and the index follows `distance`.
+    ADD COLUMN IF NOT EXISTS normalized BOOLEAN NOT NULL DEFAULT true,
+    -- IVFFlat: lists scanned per query by default, and the row count its lists were trained on.
+    ADD COLUMN IF NOT EXISTS probes INTEGER,
+    ADD COLUMN IF NOT EXISTS index_rows BIGINT,
+    ADD COLUMN IF NOT EXISTS index_built_at TIMESTAMPTZ,
+    -- A bulk load dropped the index to build it once at the end; what to rebuild.
+    ADD COLUMN IF NOT EXISTS deferred_index JSONB;
+CREATE TABLE IF NOT EXISTS embedsearch_documents (
+    collection   TEXT NOT NULL REFERENCES embedsearch_collections (name) ON DELETE CASCADE,
+    document_id  TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    metadata     JSONB NOT NULL DEFAULT '{}',
+    chunk_count  INTEGER NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection, document_id)
+)""")
+
+# Version 2: the registry is the only source of a collection's layout, so it refuses values the
+# code cannot read back. A row that breaks one fails the migration, which then rolls back.
+V2_REGISTRY_CHECKS = sql.SQL("""
+ALTER TABLE embedsearch_collections
+    ADD CONSTRAINT embedsearch_collections_dimensions_check CHECK (dimensions > 0),
+    ADD CONSTRAINT embedsearch_collections_distance_check
+        CHECK (distance IN ('cosine', 'l2', 'inner_product')),
+    ADD CONSTRAINT embedsearch_collections_storage_check CHECK (storage IN ('vector', 'halfvec'))""")
+
+
+def alter_system(name: str, value: str) -> sql.Composed:
+    return sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))

@@ -1,0 +1,54 @@
+"""The store: one database, its schema brought up to date at open, and the parts by job."""
+
+from __future__ import annotations
+
+from embedsearch.core.constants import DEFAULT_EF_SEARCH
+from embedsearch.store.collection import CollectionHandle
+from embedsearch.store.database import Database
+from embedsearch.store.ddl import Ddl
+from embedsearch.store.indexes import IndexAdmin
+from embedsearch.store.migrations import migrate
+from embedsearch.store.records import CollectionRecord
+from embedsearch.store.registry import Registry
+from embedsearch.store.sql import schema as sql
+
+
+class Store:
+    """`registry` (collections), `indexes` (ANN index administration) and `collection(record)`
+    (a handle on one collection's chunks, search and documents)."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout_s: float = 5.0,
+        ef_search: int = DEFAULT_EF_SEARCH,
+    ) -> None:
+        self.database = Database(
+            conninfo, min_size=min_size, max_size=max_size, timeout_s=timeout_s
+        )
+        self.ef_search = ef_search
+        ddl = Ddl()
+        self.registry = Registry(self.database, ddl)
+        self.indexes = IndexAdmin(self.database, ddl, self.registry)
+
+    async def open(self) -> None:
+        """Migrate the schema (refusing one newer than this code), then open the pool."""
+        async with self.database.dedicated() as conn:
+            await migrate(conn)
+        await self.database.open()
+
+    async def close(self) -> None:
+        await self.database.close()
+
+    def collection(self, record: CollectionRecord) -> CollectionHandle:
+        return CollectionHandle(
+            self.database, record.table, record.name, record.layout, self.ef_search
+        )
+
+    async def pgvector_version(self) -> str:
+        async with self.database.reading() as conn:
+            row = await (await conn.execute(sql.EXTENSION_VERSION)).fetchone()
+            return str(row[0]) if row else "unknown"
