@@ -28,12 +28,14 @@ lint: install
 test: lint
 	$(BIN)/pytest -q
 
-# Speed (model, HTTP ingest, concurrency), CLI ingestion, then retrieval quality per backend.
+# Speed (model, HTTP ingest, concurrency), CLI ingestion, retrieval quality per backend, search
+# at scale, then CLI start-up. Run as modules of the benchmarks package, from the repository root.
 bench: install
-	$(BIN)/python benchmarks/run.py
-	$(BIN)/python benchmarks/ingest.py
-	$(BIN)/python benchmarks/quality.py
-	$(BIN)/python benchmarks/search.py
+	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.ingest
+	$(BIN)/python -m benchmarks.quality
+	$(BIN)/python -m benchmarks.search
+	$(BIN)/python -m benchmarks.cli_start
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

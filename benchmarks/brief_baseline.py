@@ -1,7 +1,7 @@
 """The brief's original code path, as the baseline to beat: torch, and for each chunk one
 model call, one INSERT and one commit. Reads [ids, texts] as JSON on stdin, prints chunks/s.
 
-    python benchmarks/brief_baseline.py POSTGRES_URL < chunks.json
+    python -m benchmarks.brief_baseline POSTGRES_URL < chunks.json
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import psycopg
 from pgvector.psycopg import register_vector
 
-from embedsearch.embedders.local import resolve_model_dir
+from embedsearch.embedders.model_dir import resolve_model_dir
 
 CREATE = (
     "CREATE TABLE IF NOT EXISTS brief_chunks (chunk_id VARCHAR(255) PRIMARY KEY, "

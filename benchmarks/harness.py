@@ -14,15 +14,34 @@ from pathlib import Path
 import httpx
 
 
+def seconds(work: Callable[[], object]) -> float:
+    """Wall time in seconds of one call."""
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
 def median_of(runs: int, work: Callable[[], object]) -> float:
     """Median wall time in seconds of `runs` calls (after one warm-up call)."""
     work()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(seconds(work) for _ in range(runs))
+
+
+def cli_env(data_dir: Path, **env: str) -> dict[str, str]:
+    """This process's environment without its EMBEDSEARCH_ settings, on data_dir, plus env."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
+    return environment | {"EMBEDSEARCH_DATA_DIR": str(data_dir)} | env
+
+
+def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`embedsearch ARGS` in its own process, as users run it; raises if it fails."""
+    return subprocess.run(
+        [sys.executable, "-m", "embedsearch.cli", *args],
+        env=cli_env(data_dir),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
 
 
 def free_port() -> int:
@@ -36,12 +55,10 @@ class Server:
 
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.port = free_port()
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
-        environment |= {"EMBEDSEARCH_DATA_DIR": str(data_dir)} | env
         self.log = open(data_dir.parent / f"server-{self.port}.log", "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "embedsearch.cli", "serve", "--port", str(self.port)],
-            env=environment,
+            env=cli_env(data_dir, **env),
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -1,6 +1,6 @@
 """Ingesting a BEIR corpus with the CLI, against the model's own speed on the same chunks.
 
-    python benchmarks/ingest.py [--dataset DIR]
+    python -m benchmarks.ingest [--dataset DIR]
 
 Runs `embedsearch ingest corpus.jsonl` on a fresh embedded database, then embeds the very
 chunk texts it stored with the model alone (same backend and settings) and prints the ratio;
@@ -10,19 +10,14 @@ then runs the same ingest again (nothing changed) and prints its time against th
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import beir
-from harness import median_of, report
-
+from benchmarks import beir
+from benchmarks.harness import median_of, report, run_cli
 from embedsearch.config import Settings
 from embedsearch.embedders import build_embedder
 from embedsearch.store.embedded import EmbeddedPostgres
@@ -32,16 +27,8 @@ SUMMARY = re.compile(r"(\d+) chunks embedded in ([\d.]+) s \(([\d.]+) chunks/s\)
 
 def run_ingest(corpus: Path, data_dir: Path) -> tuple[float, float, int]:
     """(wall seconds, pipeline chunks/s, chunks embedded) of one CLI ingest."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDSEARCH_")}
-    env["EMBEDSEARCH_DATA_DIR"] = str(data_dir)
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "embedsearch.cli", "ingest", str(corpus), "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_cli(data_dir, "ingest", str(corpus), "--quiet")
     wall = time.perf_counter() - start
     for line in result.stdout.strip().splitlines():
         print("   ", line)

@@ -1,23 +1,20 @@
 """Retrieval quality per local backend on a BEIR dataset: nDCG@10, Recall@100 (exact search),
 and how much each backend's top-10 overlaps torch fp32's.
 
-    python benchmarks/quality.py [--dataset DIR] [--max-docs N]
+    python -m benchmarks.quality [--dataset DIR] [--max-docs N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import beir
-
+from benchmarks import beir
 from embedsearch.embedders.local import BACKENDS, LocalEmbedder
 
 

@@ -1,11 +1,11 @@
 """Speed of the local model and of ingestion, each against a baseline measured in the same run.
 
-    make bench            (or: python benchmarks/run.py [--long N] [--runs R] [--quality])
+    make bench            (or: python -m benchmarks.run [--long N] [--runs R] [--quality])
 
 Prints medians: model texts/s per backend (short and long texts), single-query latency,
 end-to-end ingest over HTTP (/embed/batch) against the brief's code path (torch, one INSERT
 and one commit per chunk) and against the same server on torch, and 32 concurrent /embed calls
-against the same calls one by one. --quality adds nDCG@10 per backend (benchmarks/quality.py).
+against the same calls one by one. --quality adds nDCG@10 per backend (benchmarks.quality).
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import beir
-import loadgen
-from harness import Server, median_of, report
-
+from benchmarks import beir, loadgen
+from benchmarks.harness import Server, median_of, report
 from embedsearch.config import Settings
 from embedsearch.embedders.local import BACKENDS, LocalEmbedder
 
 DEFAULT_BACKEND = Settings.model_fields["backend"].default
+# Where `python -m benchmarks.<name>` finds the package: the sub-benchmarks run from here.
+ROOT = Path(__file__).resolve().parents[1]
 # A round of 32 calls takes 0.1-0.5 s, and single rounds vary by +-20% on a shared machine:
 # many rounds make the median hold.
 CONCURRENCY_ROUNDS = 25
@@ -63,7 +62,8 @@ def model_speed(args: argparse.Namespace, cache: Path) -> dict[str, dict[str, fl
     """Each backend in a fresh process, so one backend's threads never slow another's."""
     figures = {}
     for backend in BACKENDS:
-        command = [sys.executable, __file__, "--backend-only", backend, "--cache", str(cache)]
+        command = [sys.executable, "-m", "benchmarks.run", "--backend-only", backend]
+        command += ["--cache", str(cache)]
         command += [
             "--long",
             str(args.long),
@@ -72,7 +72,7 @@ def model_speed(args: argparse.Namespace, cache: Path) -> dict[str, dict[str, fl
             "--dataset",
             str(args.dataset),
         ]
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
         figures[backend] = json.loads(result.stdout.strip().splitlines()[-1])
     return figures
 
@@ -80,7 +80,8 @@ def model_speed(args: argparse.Namespace, cache: Path) -> dict[str, dict[str, fl
 def brief_ingest(url: str, ids: list[str], texts: list[str]) -> float:
     """The brief's code path: torch, one INSERT and one commit per chunk. Returns chunks/s."""
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / "brief_baseline.py"), url],
+        [sys.executable, "-m", "benchmarks.brief_baseline", url],
+        cwd=ROOT,
         input=json.dumps([ids, texts]),
         capture_output=True,
         text=True,
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=256, help="long texts per model run")
     parser.add_argument("--ingest", type=int, default=512, help="chunks per ingest run")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per figure (median)")
-    parser.add_argument("--quality", action="store_true", help="also run benchmarks/quality.py")
+    parser.add_argument("--quality", action="store_true", help="also run benchmarks.quality")
     parser.add_argument("--backend-only", help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -248,10 +249,12 @@ def main() -> None:
         subprocess.run(
             [
                 sys.executable,
-                str(Path(__file__).parent / "quality.py"),
+                "-m",
+                "benchmarks.quality",
                 "--dataset",
                 str(args.dataset),
             ],
+            cwd=ROOT,
             check=True,
         )
 

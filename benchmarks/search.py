@@ -1,7 +1,7 @@
 """Search at scale: ANN recall@10 against exact search, and server-side search latency, on a
 collection of --rows chunks (default 100k), for HNSW and IVFFlat with vector and halfvec.
 
-    python benchmarks/search.py [--rows 100000] [--dataset DIR] [--queries 300]
+    python -m benchmarks.search [--rows 100000] [--dataset DIR] [--queries 300]
 
 Vectors: the dataset's documents embedded by the default model (onnx-int8), spread to --rows
 by mixing pairs of real document vectors with a little noise (embedding 100k real chunks
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,19 +23,17 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import beir
-from harness import report
-
+from benchmarks import beir
+from benchmarks.harness import report
 from embedsearch.core.distance import Distance
 from embedsearch.core.vector_index import IndexSpec, IndexType, Storage, lists_for, probes_for
 from embedsearch.embedders.local import LocalEmbedder
-from embedsearch.store import ChunkRows, PgStore
+from embedsearch.store import ChunkRows, Store
 from embedsearch.store.embedded import EmbeddedPostgres
 from embedsearch.store.records import CollectionOptions, CollectionRecord
 
 WRITE_BATCH = 5000
-EF_SWEEP = (None, 40, 150, 200)  # None: the service's default (PgStore.ef_search)
+EF_SWEEP = (None, 40, 150, 200)  # None: the service's default (CollectionHandle.ef_search)
 
 
 def spread(docs: np.ndarray, rows: int, seed: int = 11) -> np.ndarray:
@@ -46,54 +43,54 @@ def spread(docs: np.ndarray, rows: int, seed: int = 11) -> np.ndarray:
     vectors = mix * docs[a] + (1 - mix) * docs[b]
     vectors += 0.02 * rng.standard_normal(vectors.shape).astype(np.float32)
     vectors[: len(docs)] = docs[: min(len(docs), rows)]  # the real documents themselves too
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit
 
 
-async def load(
-    store: PgStore, name: str, storage: Storage, vectors: np.ndarray
-) -> CollectionRecord:
+async def load(store: Store, name: str, storage: Storage, vectors: np.ndarray) -> CollectionRecord:
     options = CollectionOptions(storage=storage, index=IndexSpec(IndexType.NONE))
-    record = await store.create_collection(
+    record = await store.registry.create(
         name, model="all-MiniLM-L6-v2", dimensions=vectors.shape[1], embedder="-", options=options
     )
+    collection = store.collection(record)
     for start in range(0, len(vectors), WRITE_BATCH):
         part = vectors[start : start + WRITE_BATCH]
         ids = [f"c{start + i}" for i in range(len(part))]
         rows = ChunkRows(ids, part, "all-MiniLM-L6-v2", [""] * len(part), [""] * len(part), [])
-        await store.upsert(rows, record.layout)
+        await collection.upsert(rows)
     return record
 
 
-async def build(store: PgStore, record: CollectionRecord, spec: IndexSpec, rows: int) -> Any:
+async def build(store: Store, record: CollectionRecord, spec: IndexSpec, rows: int) -> Any:
     probes = None
     if spec.type is IndexType.IVFFLAT:
         spec = IndexSpec(IndexType.IVFFLAT, lists=lists_for(rows))
         probes = probes_for(spec.lists or 1)
     start = time.perf_counter()
-    await store.build_index(record, spec, rows=rows, probes=probes, memory_cap_bytes=2 << 30)
+    await store.indexes.build(record, spec, rows=rows, probes=probes, memory_cap_bytes=2 << 30)
     seconds = time.perf_counter() - start
-    fresh = await store.get_collection(record.name)
+    fresh = await store.registry.get(record.name)
     assert fresh is not None
-    size = sum(i.size_bytes for i in await store.vector_indexes(record.table))
+    size = sum(i.size_bytes for i in await store.indexes.vector_indexes(record))
     return fresh, seconds, size
 
 
 async def measure(
-    store: PgStore,
+    store: Store,
     record: CollectionRecord,
     queries: np.ndarray,
     *,
     exact: bool,
     ef_search: int | None = None,
 ) -> tuple[list[list[str]], list[float]]:
+    collection = store.collection(record)  # the record's layout, probes included
     found, times = [], []
     for query in queries:
         start = time.perf_counter()
-        hits = await store.search(
+        hits = await collection.search(
             query,
             limit=10,
             distance=Distance.COSINE,
-            layout=record.layout,
             exact=exact,
             ef_search=ef_search,
         )
@@ -122,8 +119,11 @@ async def run(args: argparse.Namespace) -> None:
     vectors = spread(docs, args.rows)
 
     server = EmbeddedPostgres(cache / "pgdata")
-    store = PgStore(server.url)
-    await store.open(model="all-MiniLM-L6-v2", dimensions=vectors.shape[1])
+    store = Store(server.url)
+    await store.open()
+    await store.registry.ensure_default(
+        model="all-MiniLM-L6-v2", dimensions=vectors.shape[1], embedder=None
+    )
     results: list[tuple[str, str, str]] = []
     try:
         for storage in args.storage:
@@ -163,7 +163,7 @@ async def run(args: argparse.Namespace) -> None:
                             f"{exact_p50 / p50:.1f}x faster than exact",
                         )
                     )
-            await store.drop_collection(record.name)
+            await store.registry.drop(record.name)
     finally:
         await store.close()
         server.stop()

@@ -105,3 +105,58 @@ def test_unreachable_database_is_a_message_and_exit_code_1(data_dir: Path) -> No
     assert result.returncode == 1
     assert "database unavailable" in result.stderr and "Traceback" not in result.stderr
     assert "pw-xyz" not in result.stderr
+
+
+# Runs CLI commands and library reads in one process, then reports which heavy modules that
+# process imported.
+_HEAVY_IMPORTS_PROBE = """
+import asyncio, json, sys
+from embedsearch.cli import app
+from embedsearch.config import Settings
+from embedsearch.core import chunks, collections, documents
+from embedsearch.core.errors import NotFound
+from embedsearch.runtime import open_deps
+for args in json.loads(sys.argv[1]):
+    try:
+        app(args, standalone_mode=False)
+    except SystemExit as exc:
+        assert exc.code in (0, None), (args, exc.code)
+
+async def reads():
+    async with open_deps(Settings()) as deps:
+        assert (await collections.get(deps, "default"))[1] == 0
+        for read in (chunks.get_chunk, chunks.delete_chunk, documents.get, documents.delete):
+            try:
+                await read(deps, "missing")
+            except NotFound:
+                continue
+            raise AssertionError(read)
+
+asyncio.run(reads())
+heavy = ("torch", "sentence_transformers", "transformers", "onnxruntime", "openvino")
+print(json.dumps(sorted(name for name in heavy if name in sys.modules)))
+"""
+
+
+def test_commands_that_do_not_embed_load_no_model(database_url: str, data_dir: Path) -> None:
+    commands = [
+        ["collections", "list"],
+        ["collections", "create", "light", "--index", "none"],
+        ["collections", "list", "--json"],
+        ["index", "check", "light"],
+        ["index", "check", "default"],
+        ["collections", "drop", "light", "--yes"],
+    ]
+    probe = subprocess.run(
+        [sys.executable, "-c", _HEAVY_IMPORTS_PROBE, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        env=environment(database_url, data_dir),
+        timeout=300,
+    )
+    assert probe.returncode == 0, probe.stderr
+    output = probe.stdout.splitlines()
+    assert "created light: all-MiniLM-L6-v2, 384 dims" in output
+    assert "dropped light" in output
+    assert json.loads(output[-1]) == []
+    assert rows(database_url, "SELECT name FROM embedsearch_collections") == [("default",)]

@@ -153,16 +153,51 @@ def test_ingest_a_folder_reports_each_failure_and_goes_on(
     assert "0 new, 1 updated, 6 unchanged" in changed.stdout
 
 
-def test_ingest_into_unknown_collection_and_bad_paths(
+def test_ingest_into_a_new_collection_creates_it_and_bad_paths(
     tmp_path: Path, database_url: str, data_dir: Path
 ) -> None:
-    (tmp_path / "a.txt").write_text("hello")
-    unknown = cli(
-        ["ingest", str(tmp_path / "a.txt"), "--collection", "missing", "--quiet"],
+    """A new user's `ingest DIR --collection notes` makes the collection and fills it; a
+    damaged PDF is reported once, as its own failure line (pypdf's warnings stay out)."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("Mitochondria make most of the cell's ATP.")
+    (notes / "b.md").write_text("# Bread\n\nKnead the dough until it is smooth.")
+    (notes / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n")
+    created = cli(
+        ["ingest", str(notes), "--collection", "notes", "--storage", "halfvec", "--quiet"],
         database_url,
         data_dir,
     )
-    assert unknown.returncode == 2 and "collection 'missing' does not exist" in unknown.stderr
+    assert created.returncode == 1, created.stderr  # the damaged PDF failed
+    assert created.stdout.splitlines()[0] == (
+        "created collection notes: all-MiniLM-L6-v2, 384 dims, halfvec"
+    )
+    assert "2 documents: 2 new, 0 updated, 0 unchanged, 1 failed" in created.stdout
+    failures = [line for line in created.stderr.splitlines() if line.strip()]
+    assert len(failures) == 1 and failures[0].startswith("failed: ") and "broken.pdf" in failures[0]
+    assert rows(database_url, "SELECT document_id FROM c_notes ORDER BY 1") == [
+        ("a.txt",),
+        ("b.md",),
+    ]
+    registry = "SELECT storage, model FROM embedsearch_collections WHERE name = 'notes'"
+    assert rows(database_url, registry) == [("halfvec", "all-MiniLM-L6-v2")]
+    found = cli(
+        ["search", "bread dough", "--collection", "notes", "--json"], database_url, data_dir
+    )
+    assert json.loads(found.stdout)["results"][0]["chunkId"] == "b.md#0"
+
+    # Once it exists, options for a new collection must agree with it; nothing is written.
+    again = cli(
+        ["ingest", str(notes / "a.txt"), "--collection", "notes", "--storage", "vector"],
+        database_url,
+        data_dir,
+    )
+    assert again.returncode == 2 and "exists with storage halfvec" in again.stderr
+    assert "created" not in again.stdout and "documents" not in again.stdout
+    bad = cli(["ingest", str(notes), "--collection", "Bad Name", "--quiet"], database_url, data_dir)
+    assert bad.returncode == 2 and "must match" in bad.stderr and "Traceback" not in bad.stderr
+    assert rows(database_url, "SELECT count(*) FROM embedsearch_collections") == [(2,)]
+
     missing = cli(["ingest", str(tmp_path / "nope"), "--quiet"], database_url, data_dir)
     assert missing.returncode == 1 and "no such file or folder" in missing.stderr
     bad_name = cli(["collections", "create", "Bad Name"], database_url, data_dir)

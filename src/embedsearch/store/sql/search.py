@@ -56,7 +56,7 @@ DISABLE_INDEX_SCANS = sql.SQL("SELECT set_config('enable_indexscan', 'off', true
 
 # The full-text query. Plain words match ANY of them, as search engines do (ranking rewards
 # chunks holding more of them): requiring every word found nothing for 283 of SciFact's 300
-# questions. A query using websearch syntax for "phrases" or -exclusions keeps its strict
+# claims (docs/eval-scifact.md). A query using websearch syntax for "phrases" or -exclusions keeps its strict
 # meaning. Stop words alone give an empty query, which matches nothing.
 _TSQUERY = sql.SQL(r"""(
     SELECT CASE
@@ -72,7 +72,7 @@ _TSQUERY = sql.SQL(r"""(
 def lexical_search(table: str, condition: sql.Composable) -> sql.Composed:
     """Full-text search: any of the words, or websearch syntax ("quoted phrases",
     -exclusions, or), ranked by ts_rank normalized by document length (larger is better;
-    on SciFact it beat ts_rank_cd by +0.17 nDCG@10 with any-word queries)."""
+    on SciFact it beat ts_rank_cd by +0.17 nDCG@10 with any-word queries: docs/eval-scifact.md)."""
     return sql.SQL("""
 SELECT chunk_id, ts_rank(content_tsv, q, 1) AS score, content, metadata, document_id
 FROM {table}, {tsquery}
