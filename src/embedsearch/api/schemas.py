@@ -9,11 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from embedsearch.core.constants import (
     COLLECTION_NAME_PATTERN,
+    DEFAULT_HNSW_EF_CONSTRUCTION,
+    DEFAULT_HNSW_M,
     DEFAULT_LIMIT,
     DEFAULT_MMR_FETCH_K,
     DEFAULT_MMR_LAMBDA,
     DEFAULT_RRF_K,
+    HNSW_EF_CONSTRUCTION_RANGE,
+    HNSW_M_RANGE,
     HNSW_MAX_EF_SEARCH,
+    IVFFLAT_LISTS_RANGE,
     MAX_CHUNK_ID_CHARS,
     MAX_DOCUMENT_ID_CHARS,
     MAX_LIMIT,
@@ -114,7 +119,7 @@ class SearchAnyRequest(SearchRequest):
     probes: int | None = Field(
         default=None,
         ge=1,
-        le=32768,
+        le=IVFFLAT_LISTS_RANGE[1],
         description="dense: IVFFlat lists to scan (default: set when the index was built)",
     )
 
@@ -142,10 +147,23 @@ class SearchResponse(BaseModel):
 
 class IndexRequest(BaseModel):
     type: IndexType = IndexType.HNSW
-    m: int = Field(default=16, ge=2, le=100, description="HNSW: links per node")
-    efConstruction: int = Field(default=64, ge=4, le=1000, description="HNSW: build beam width")
+    m: int = Field(
+        default=DEFAULT_HNSW_M,
+        ge=HNSW_M_RANGE[0],
+        le=HNSW_M_RANGE[1],
+        description="HNSW: links per node",
+    )
+    efConstruction: int = Field(
+        default=DEFAULT_HNSW_EF_CONSTRUCTION,
+        ge=HNSW_EF_CONSTRUCTION_RANGE[0],
+        le=HNSW_EF_CONSTRUCTION_RANGE[1],
+        description="HNSW: build beam width",
+    )
     lists: int | None = Field(
-        default=None, ge=1, le=32768, description="IVFFlat: clusters (default: from the row count)"
+        default=None,
+        ge=IVFFLAT_LISTS_RANGE[0],
+        le=IVFFLAT_LISTS_RANGE[1],
+        description="IVFFlat: clusters (default: from the row count)",
     )
 
     def spec(self) -> IndexSpec:

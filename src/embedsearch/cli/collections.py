@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from embedsearch.cli.common import app, run
+from embedsearch.core.constants import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M
 from embedsearch.core.distance import Distance
 from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 from embedsearch.store.records import CollectionOptions
@@ -63,8 +64,10 @@ def create_collection(
     index: Annotated[
         IndexType, typer.Option(help="hnsw, or none (build IVFFlat after loading).")
     ] = IndexType.HNSW,
-    m: Annotated[int, typer.Option(help="HNSW: links per node.")] = 16,
-    ef_construction: Annotated[int, typer.Option(help="HNSW: build beam width.")] = 64,
+    m: Annotated[int, typer.Option(help="HNSW: links per node.")] = DEFAULT_HNSW_M,
+    ef_construction: Annotated[
+        int, typer.Option(help="HNSW: build beam width.")
+    ] = DEFAULT_HNSW_EF_CONSTRUCTION,
 ) -> None:
     """Create a collection."""
     options = CollectionOptions(distance, storage, not raw, IndexSpec(index, m, ef_construction))

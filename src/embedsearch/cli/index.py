@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from embedsearch.cli.common import app, run
+from embedsearch.core.constants import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M
 from embedsearch.core.vector_index import IndexSpec, IndexType
 
 if TYPE_CHECKING:
@@ -28,8 +29,10 @@ def build(
     index_type: Annotated[IndexType, typer.Option("--type", help="none drops it.")] = (
         IndexType.HNSW
     ),
-    m: Annotated[int, typer.Option(help="HNSW: links per node.")] = 16,
-    ef_construction: Annotated[int, typer.Option(help="HNSW: build beam width.")] = 64,
+    m: Annotated[int, typer.Option(help="HNSW: links per node.")] = DEFAULT_HNSW_M,
+    ef_construction: Annotated[
+        int, typer.Option(help="HNSW: build beam width.")
+    ] = DEFAULT_HNSW_EF_CONSTRUCTION,
     lists: Annotated[
         int | None, typer.Option(help="IVFFlat: clusters (default: from the row count).")
     ] = None,

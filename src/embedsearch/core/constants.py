@@ -24,6 +24,12 @@ DEFAULT_MMR_FETCH_K = 20
 # m=16, ef_construction=64, p50 ~2.7 ms (40 gave 0.92, 100 gave 0.97; benchmarks/search.py).
 DEFAULT_EF_SEARCH = 200
 HNSW_MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+# Index builds: pgvector's defaults, and the bounds we accept.
+DEFAULT_HNSW_M = 16
+HNSW_M_RANGE = (2, 100)
+DEFAULT_HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_CONSTRUCTION_RANGE = (4, 1000)
+IVFFLAT_LISTS_RANGE = (1, 32768)
 # Length of the dense and lexical lists that hybrid search fuses (at least 4x the limit).
 HYBRID_CANDIDATES = 100
 

@@ -7,6 +7,13 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
+from embedsearch.core.constants import (
+    DEFAULT_HNSW_EF_CONSTRUCTION,
+    DEFAULT_HNSW_M,
+    HNSW_EF_CONSTRUCTION_RANGE,
+    HNSW_M_RANGE,
+    IVFFLAT_LISTS_RANGE,
+)
 from embedsearch.core.distance import Distance
 from embedsearch.core.errors import InvalidInput
 
@@ -48,19 +55,20 @@ class IndexSpec:
     `lists` clusters, chosen from the row count when not given."""
 
     type: IndexType = IndexType.HNSW
-    m: int = 16
-    ef_construction: int = 64
+    m: int = DEFAULT_HNSW_M
+    ef_construction: int = DEFAULT_HNSW_EF_CONSTRUCTION
     lists: int | None = None
 
     def check(self) -> IndexSpec:
-        if not 2 <= self.m <= 100:
-            raise InvalidInput("m must be between 2 and 100", field="m")
-        if not 4 <= self.ef_construction <= 1000:
-            raise InvalidInput("efConstruction must be between 4 and 1000", field="efConstruction")
+        for value, (low, high), field in (
+            (self.m, HNSW_M_RANGE, "m"),
+            (self.ef_construction, HNSW_EF_CONSTRUCTION_RANGE, "efConstruction"),
+            (self.lists, IVFFLAT_LISTS_RANGE, "lists"),
+        ):
+            if value is not None and not low <= value <= high:
+                raise InvalidInput(f"{field} must be between {low} and {high}", field=field)
         if self.ef_construction < 2 * self.m:
             raise InvalidInput("efConstruction must be at least 2 * m", field="efConstruction")
-        if self.lists is not None and not 1 <= self.lists <= 32768:
-            raise InvalidInput("lists must be between 1 and 32768", field="lists")
         return self
 
 
