@@ -181,3 +181,36 @@ async def handle(store: Store, collection: str = "default") -> CollectionHandle:
     record = await store.registry.get(collection)
     assert record is not None, collection
     return store.collection(record)
+
+
+def bm25_statistics(url: str, collection: str) -> dict[str, tuple[int, int]]:
+    """What the store keeps: lexeme -> (df, length), base plus deltas ('': chunks, length)."""
+    found = rows(
+        url,
+        "SELECT lexeme, sum(df), sum(length) FROM (SELECT lexeme, df, length FROM"
+        " embedsearch_bm25_stats WHERE collection = %(c)s UNION ALL SELECT lexeme, df, length"
+        " FROM embedsearch_bm25_deltas WHERE collection = %(c)s) AS s GROUP BY lexeme",
+        {"c": collection},
+    )
+    return {lexeme: (int(df), int(length)) for lexeme, df, length in found if df or length}
+
+
+def bm25_recount(url: str, table: str) -> dict[str, tuple[int, int]]:
+    """The same, counted afresh from the chunks themselves."""
+    counts = rows(
+        url,
+        psycopg.sql.SQL(
+            "SELECT lexeme, count(*) FROM {}, unnest(tsvector_to_array(content_tsv)) AS lexeme"
+            " GROUP BY lexeme"
+        ).format(psycopg.sql.Identifier(table)),
+    )
+    found = {lexeme: (int(n), 0) for lexeme, n in counts}
+    chunks, length = rows(
+        url,
+        psycopg.sql.SQL(
+            "SELECT count(*), coalesce(sum(embedsearch_tsvector_length(content_tsv)), 0) FROM {}"
+        ).format(psycopg.sql.Identifier(table)),
+    )[0]
+    if chunks:
+        found[""] = (int(chunks), int(length))
+    return found

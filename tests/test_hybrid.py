@@ -1,4 +1,5 @@
-"""POST /search: lexical (PostgreSQL full-text search) and hybrid (RRF) modes."""
+"""POST /search: lexical (BM25 over PostgreSQL's text search lexemes) and hybrid (a fusion of
+the dense and lexical lists: convex by default, or RRF) modes."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def search(client: httpx.Client, **body: Any) -> list[dict[str, Any]]:
     return list(response.json()["results"])
 
 
-def test_lexical_finds_exact_terms_ranked_by_ts_rank(seeded: httpx.Client) -> None:
+def test_lexical_finds_exact_terms_ranked_by_bm25(seeded: httpx.Client) -> None:
     results = search(seeded, query="XJ-42", mode="lexical")
     assert [r["chunkId"] for r in results] == ["ids"]
     quota = search(seeded, query="disk quota", mode="lexical")
@@ -50,15 +51,22 @@ def test_lexical_websearch_syntax_and_hostile_queries(seeded: httpx.Client) -> N
 
 
 def test_hybrid_fuses_both_lists(seeded: httpx.Client) -> None:
-    results = search(seeded, query="XJ-42 disk quota error", mode="hybrid")
+    query = "XJ-42 disk quota error"
+    results = search(seeded, query=query, mode="hybrid", fusion={"method": "rrf"})
     ids = [r["chunkId"] for r in results]
     assert ids[0] == "ids"  # first in both lists
     assert set(ids) == set(CHUNKS)  # dense contributes the rest
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     top = results[0]["score"]
     assert top == pytest.approx(1 / 61 + 1 / 61)  # rank 1 in both lists, k = 60
-    smaller_k = search(seeded, query="XJ-42 disk quota error", mode="hybrid", rrfK=1)
+    smaller_k = search(seeded, query=query, mode="hybrid", rrfK=1)
     assert smaller_k[0]["score"] == pytest.approx(1.0)
+    # Convex (the default): best in both lists after min-max scaling scores 1.
+    convex = search(seeded, query=query, mode="hybrid")
+    assert convex[0]["chunkId"] == "ids" and convex[0]["score"] == pytest.approx(1.0)
+    dense_only = search(seeded, query=query, mode="hybrid", fusion={"alpha": 1.0})
+    dense = search(seeded, query=query, mode="dense")
+    assert [r["chunkId"] for r in dense_only] == [r["chunkId"] for r in dense]
 
 
 def test_modes_respect_filters_and_dense_matches_the_brief_endpoint(seeded: httpx.Client) -> None:
@@ -75,6 +83,11 @@ def test_modes_respect_filters_and_dense_matches_the_brief_endpoint(seeded: http
     [
         ({"query": "x", "mode": "semantic"}, "mode"),
         ({"query": "x", "mode": "hybrid", "rrfK": 0}, "rrfK"),
+        ({"query": "x", "mode": "hybrid", "fusion": {"method": "mean"}}, "fusion.method"),
+        ({"query": "x", "mode": "hybrid", "fusion": {"alpha": 1.5}}, "fusion.alpha"),
+        ({"query": "x", "mode": "hybrid", "fusion": {"alpha": -0.1}}, "fusion.alpha"),
+        ({"query": "x", "mode": "hybrid", "candidates": 1001}, "candidates"),
+        ({"query": "x", "mode": "hybrid", "limit": 10, "candidates": 5}, "candidates"),
         ({"query": "", "mode": "lexical"}, "query"),
         ({"query": "x", "mode": "lexical", "limit": 0}, "limit"),
         ({"query": "x", "mode": "hybrid", "filter": {"a b": 1}}, "filter.a b"),
@@ -96,4 +109,9 @@ def test_plain_words_match_any_ranked_by_how_many(seeded: httpx.Client) -> None:
     # Explicit syntax keeps its strict meaning: a phrase, an exclusion.
     assert search(seeded, query='"hunt at dawn" wolves', mode="lexical") == []
     assert [r["chunkId"] for r in search(seeded, query="cats -dawn wolves", mode="lexical")] == []
-    assert search(seeded, query="the and of", mode="lexical") == []  # stop words only
+    for nothing in ("the and of", "?!... --", "a an"):  # stop words or punctuation only
+        for mode in ("lexical", "hybrid", "dense"):
+            assert search(seeded, query=nothing, mode=mode) == [], (nothing, mode)
+        # The brief's endpoint is pure vector search: it still answers.
+        brief = seeded.post("/search/pgvector", json={"query": nothing})
+        assert len(brief.json()["results"]) == 5

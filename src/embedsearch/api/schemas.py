@@ -9,15 +9,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from embedsearch.core.constants import (
     COLLECTION_NAME_PATTERN,
+    DEFAULT_CONVEX_ALPHA,
+    DEFAULT_FUSION,
     DEFAULT_HNSW_EF_CONSTRUCTION,
     DEFAULT_HNSW_M,
     DEFAULT_LIMIT,
     DEFAULT_MMR_FETCH_K,
     DEFAULT_MMR_LAMBDA,
     DEFAULT_RRF_K,
+    DEFAULT_TEXT_CONFIG,
     HNSW_EF_CONSTRUCTION_RANGE,
     HNSW_M_RANGE,
     HNSW_MAX_EF_SEARCH,
+    HYBRID_CANDIDATES,
     IVFFLAT_LISTS_RANGE,
     MAX_CHUNK_ID_CHARS,
     MAX_DOCUMENT_ID_CHARS,
@@ -25,6 +29,7 @@ from embedsearch.core.constants import (
     MAX_RRF_K,
 )
 from embedsearch.core.distance import Distance
+from embedsearch.core.fusion import Fusion, FusionMethod
 from embedsearch.core.search_mode import SearchMode
 from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 
@@ -96,13 +101,43 @@ class MmrRequest(BaseModel):
     )
 
 
+class FusionRequest(BaseModel):
+    method: FusionMethod = Field(
+        default=FusionMethod(DEFAULT_FUSION),
+        description="rrf (Reciprocal Rank Fusion of the ranks) or convex (alpha * dense + "
+        "(1 - alpha) * lexical over per-query min-max normalized scores)",
+    )
+    k: int = Field(default=DEFAULT_RRF_K, ge=1, le=MAX_RRF_K, description="rrf: k")
+    alpha: float = Field(
+        default=DEFAULT_CONVEX_ALPHA, ge=0.0, le=1.0, description="convex: the dense weight"
+    )
+
+    def fusion(self) -> Fusion:
+        return Fusion(self.method, k=self.k, alpha=self.alpha)
+
+
 class SearchAnyRequest(SearchRequest):
     mode: SearchMode = Field(
         default=SearchMode.DENSE,
-        description="dense (vector distance), lexical (full-text), hybrid (RRF of both)",
+        description="dense (vector distance), lexical (BM25), hybrid (a fusion of both)",
     )
-    rrfK: int = Field(
-        default=DEFAULT_RRF_K, ge=1, le=MAX_RRF_K, description="k of Reciprocal Rank Fusion"
+    fusion: FusionRequest | None = Field(
+        default=None,
+        description="hybrid: how the two lists are fused (default: the collection's, else "
+        f"{DEFAULT_FUSION} with alpha {DEFAULT_CONVEX_ALPHA})",
+    )
+    candidates: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_LIMIT,
+        description="hybrid: length of each list before fusion (default: max(4 x limit, "
+        f"{HYBRID_CANDIDATES}))",
+    )
+    rrfK: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RRF_K,
+        description="hybrid: shorthand for fusion {method: rrf, k: rrfK}",
     )
     mmr: MmrRequest | None = Field(
         default=None, description="Re-rank for diversity with Maximal Marginal Relevance."
@@ -129,8 +164,8 @@ class SearchResult(BaseModel):
     documentId: str | None = None
     score: float = Field(
         description="dense (and /search/pgvector): the pgvector distance for the requested "
-        "metric, smaller is closer, results smallest first. lexical: ts_rank relevance, larger "
-        "is better. hybrid: the Reciprocal Rank Fusion sum, larger is better."
+        "metric, smaller is closer, results smallest first. lexical: BM25, larger is better. "
+        "hybrid: the fused score (RRF sum or convex combination), larger is better."
     )
     text: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -189,6 +224,11 @@ class CollectionCreate(BaseModel):
     index: IndexRequest | None = Field(
         default=None, description="hnsw (default, built as rows arrive) or none"
     )
+    textConfig: str = Field(
+        default=DEFAULT_TEXT_CONFIG,
+        description="PostgreSQL text search configuration for lexical search (stemming, stop "
+        "words): english, simple, german, french, ...",
+    )
 
 
 class CollectionPublic(BaseModel):
@@ -199,6 +239,8 @@ class CollectionPublic(BaseModel):
     distance: Distance
     storage: Storage
     normalized: bool
+    textConfig: str
+    fusion: dict[str, Any] | None = Field(description="Hybrid search's stored default fusion.")
     count: int
     createdAt: datetime
 

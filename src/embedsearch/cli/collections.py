@@ -8,7 +8,11 @@ from typing import Annotated
 import typer
 
 from embedsearch.cli.common import app, run
-from embedsearch.core.constants import DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M
+from embedsearch.core.constants import (
+    DEFAULT_HNSW_EF_CONSTRUCTION,
+    DEFAULT_HNSW_M,
+    DEFAULT_TEXT_CONFIG,
+)
 from embedsearch.core.distance import Distance
 from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 from embedsearch.store.records import CollectionOptions
@@ -68,9 +72,14 @@ def create_collection(
     ef_construction: Annotated[
         int, typer.Option(help="HNSW: build beam width.")
     ] = DEFAULT_HNSW_EF_CONSTRUCTION,
+    text_config: Annotated[
+        str, typer.Option(help="Text search configuration for lexical search: english, simple, ...")
+    ] = DEFAULT_TEXT_CONFIG,
 ) -> None:
     """Create a collection."""
-    options = CollectionOptions(distance, storage, not raw, IndexSpec(index, m, ef_construction))
+    options = CollectionOptions(
+        distance, storage, not raw, IndexSpec(index, m, ef_construction), text_config
+    )
     from embedsearch.core import collections
 
     record = run(

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from embedsearch.core.constants import DEFAULT_COLLECTION
 from embedsearch.core.deps import CachedRecord, Deps
 from embedsearch.core.errors import Conflict, InvalidInput, ModelMismatch, NotFound
-from embedsearch.core.validation import check_collection_name, check_embedder_spec
+from embedsearch.core.validation import (
+    check_collection_name,
+    check_embedder_spec,
+    check_text_config,
+)
 from embedsearch.core.vector_index import IndexType, Storage
 from embedsearch.embedders.base import EmbeddingBatch, normalize_rows
 from embedsearch.embedders.registry import EmbedderRegistry
@@ -99,8 +103,15 @@ async def create(
             "or none, load it, then build IVFFlat (POST /collections/{name}/index)",
             field="index.type",
         )
+    check_text_config(options.text_config)
     if await deps.store.registry.get(name) is not None:
         raise Conflict(f"collection {name!r} already exists", field="name")
+    if not await deps.store.registry.text_config_exists(options.text_config):
+        raise InvalidInput(
+            f"text search configuration {options.text_config!r} does not exist in the database"
+            " (pg_ts_config lists those it has)",
+            field="textConfig",
+        )
     info = await deps.embedders.describe(spec, dimensions)
     return await deps.store.registry.create(
         name, model=info.name, dimensions=info.dimensions, embedder=spec, options=options

@@ -30,8 +30,14 @@ HNSW_M_RANGE = (2, 100)
 DEFAULT_HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_CONSTRUCTION_RANGE = (4, 1000)
 IVFFLAT_LISTS_RANGE = (1, 32768)
-# Length of the dense and lexical lists that hybrid search fuses (at least 4x the limit).
+# Lexical search: the text search configuration (Snowball stemming, stop words) by default.
+DEFAULT_TEXT_CONFIG = "english"
+TEXT_CONFIG_PATTERN = r"[a-z_][a-z0-9_]{0,62}"
+# Hybrid search: length of the dense and lexical lists it fuses (at least 4x the limit), and
+# how it fuses them by default.
 HYBRID_CANDIDATES = 100
+DEFAULT_FUSION = "convex"
+DEFAULT_CONVEX_ALPHA = 0.5  # weight of the dense scores
 
 # Request limits (each also a setting).
 DEFAULT_MAX_TEXT_CHARS = 100_000

@@ -13,12 +13,13 @@ from embedsearch.core.constants import (
     DEFAULT_LIMIT,
     DEFAULT_MMR_FETCH_K,
     DEFAULT_MMR_LAMBDA,
-    DEFAULT_RRF_K,
+    HYBRID_CANDIDATES,
     MAX_LIMIT,
 )
 from embedsearch.core.deps import Deps
 from embedsearch.core.distance import Distance
 from embedsearch.core.errors import InvalidInput
+from embedsearch.core.fusion import Fusion, fuse
 from embedsearch.core.mmr import mmr as maximal_marginal_relevance
 from embedsearch.core.search_mode import SearchMode
 from embedsearch.core.validation import check_limit, check_text
@@ -61,15 +62,26 @@ async def search(
     distance: Distance | None = None,
     collection: str | None = None,
     filter_: dict[str, Any] | None = None,
-    rrf_k: int = DEFAULT_RRF_K,
+    fusion: Fusion | None = None,
+    candidates: int | None = None,
     mmr: MmrOptions | None = None,
     exact: bool = False,
     ef_search: int | None = None,
     probes: int | None = None,
+    require_lexemes: bool = False,
 ) -> SearchOutcome:
-    """Dense (scores: distance, smallest first), lexical or hybrid (scores: larger is better)."""
+    """Dense (scores: distance, smallest first), lexical (BM25) or hybrid (a fusion of both,
+    `fusion` or the collection's default; each list `candidates` long). Lexical and hybrid
+    scores: larger is better. `require_lexemes`: a query of stop words or punctuation alone
+    finds nothing in any mode (lexical always finds nothing for it)."""
     check_text(query, max_chars=deps.limits.max_text_chars, field="query")
     check_limit(limit)
+    if fusion is not None:
+        fusion.check()
+    if candidates is not None and not limit <= candidates <= MAX_LIMIT:
+        raise InvalidInput(
+            f"candidates must be between limit ({limit}) and {MAX_LIMIT}", field="candidates"
+        )
     if filter_ is not None and not isinstance(filter_, dict):
         raise InvalidInput("filter must be a JSON object", field="filter")
     if mmr is not None:
@@ -92,17 +104,28 @@ async def search(
             exact=exact,
             ef_search=ef_search,
             probes=probes,
+            lexemes_of=query if require_lexemes else None,
         )
+    elif mode is SearchMode.LEXICAL:
+        hits = await chunks.bm25.search(query, limit=fetch, filter_=filter_)
     else:
-        hybrid_vector = vector if mode is SearchMode.HYBRID else None
-        hits = await chunks.search_text(
-            query, hybrid_vector, limit=fetch, filter_=filter_, rrf_k=rrf_k
+        assert vector is not None
+        depth = candidates or min(max(fetch * 4, HYBRID_CANDIDATES), MAX_LIMIT)
+        dense = await chunks.search(
+            vector,
+            limit=depth,
+            distance=record.layout.index_distance,
+            filter_=filter_,
+            lexemes_of=query if require_lexemes else None,
         )
+        lexical = await chunks.bm25.search(query, limit=depth, filter_=filter_)
+        fusion = fusion or (Fusion.from_dict(record.fusion) if record.fusion else Fusion())
+        hits = fuse(dense, lexical, fusion, limit=fetch)
     if mmr is not None and vector is not None and hits:
         stored = await chunks.vectors([hit.chunk_id for hit in hits])
         # MMR compares by cosine; raw (non-unit) collections are scaled here, not stored so.
-        candidates = normalize_rows(np.stack([stored[hit.chunk_id] for hit in hits]))
+        pool = normalize_rows(np.stack([stored[hit.chunk_id] for hit in hits]))
         query_unit = normalize_rows(vector[None, :])[0]
-        order = maximal_marginal_relevance(query_unit, candidates, limit=limit, lambda_=mmr.lambda_)
+        order = maximal_marginal_relevance(query_unit, pool, limit=limit, lambda_=mmr.lambda_)
         hits = [hits[i] for i in order]
     return SearchOutcome(hits, record.model, distance, truncated, record.name)

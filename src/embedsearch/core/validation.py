@@ -10,11 +10,13 @@ from embedsearch.core.constants import (
     MAX_CHUNK_ID_CHARS,
     MAX_DOCUMENT_ID_CHARS,
     MAX_LIMIT,
+    TEXT_CONFIG_PATTERN,
 )
 from embedsearch.core.errors import InvalidInput, PayloadTooLarge
 
 # Collection names become part of table names. fullmatch: `$` would let a trailing newline in.
 COLLECTION_NAME = re.compile(COLLECTION_NAME_PATTERN)
+TEXT_CONFIG = re.compile(TEXT_CONFIG_PATTERN)
 
 
 def check_chunk_id(chunk_id: str, field: str = "chunkId") -> str:
@@ -104,3 +106,13 @@ def check_document_id(document_id: str, field: str = "documentId") -> str:
             field=field,
         )
     return document_id
+
+
+def check_text_config(name: str, field: str = "textConfig") -> str:
+    """A PostgreSQL text search configuration name (that it exists, the database says)."""
+    if not isinstance(name, str) or not TEXT_CONFIG.fullmatch(name):
+        raise InvalidInput(
+            f"{field} must be a text search configuration name like 'english' or 'simple'",
+            field=field,
+        )
+    return name

@@ -15,10 +15,11 @@ import numpy as np
 from pgvector import HalfVector
 from psycopg.types.json import Jsonb
 
-from embedsearch.core.constants import HNSW_MAX_EF_SEARCH, HYBRID_CANDIDATES
+from embedsearch.core.constants import DEFAULT_TEXT_CONFIG, HNSW_MAX_EF_SEARCH
 from embedsearch.core.distance import Distance
 from embedsearch.core.errors import InvalidInput
 from embedsearch.core.vector_index import Storage
+from embedsearch.store.bm25 import Bm25
 from embedsearch.store.database import Connection, Database
 from embedsearch.store.documents import DocumentStore
 from embedsearch.store.filters import compile_filter
@@ -40,10 +41,16 @@ class CollectionHandle:
     name: str = field(compare=False)
     layout: TableLayout = field(compare=False)
     ef_search: int = field(compare=False)  # HNSW candidate list when a request sets none
+    text_config: str = field(compare=False, default=DEFAULT_TEXT_CONFIG)
 
     @property
     def documents(self) -> DocumentStore:
         return DocumentStore(self)
+
+    @property
+    def bm25(self) -> Bm25:
+        """Lexical search ranked by BM25."""
+        return Bm25(self)
 
     # Writes.
 
@@ -62,7 +69,9 @@ class CollectionHandle:
         vectors: Any = rows.vectors
         if self.layout.storage is Storage.HALFVEC:
             vectors = [HalfVector(v) for v in rows.vectors]
-        records = list(
+        # In chunk id order: concurrent writes of overlapping chunks then lock their rows in
+        # the same order, and wait for one another instead of deadlocking.
+        records = sorted(
             zip(
                 rows.chunk_ids,
                 vectors,
@@ -72,7 +81,8 @@ class CollectionHandle:
                 [Jsonb(m) for m in (rows.metadata or [{}] * n)],
                 rows.document_ids or [None] * n,
                 strict=True,
-            )
+            ),
+            key=lambda record: record[0],
         )
         if n <= _COPY_THRESHOLD:
             returned = []
@@ -129,12 +139,17 @@ class CollectionHandle:
         exact: bool = False,
         ef_search: int | None = None,
         probes: int | None = None,
+        lexemes_of: str | None = None,
     ) -> list[SearchHit]:
         """Nearest chunks. `exact` scans every row (ground truth); `ef_search` sets HNSW's
         candidate list (never below `limit`: HNSW returns at most ef_search rows); `probes`
-        sets the IVFFlat lists scanned."""
+        sets the IVFFlat lists scanned. With `lexemes_of`, nothing is found if that text
+        has no lexemes in the collection's text search configuration."""
         condition, params = compile_filter(filter_)
         params |= {"query": query, "limit": limit}
+        if lexemes_of is not None:
+            condition = search_sql.and_has_lexemes(condition)
+            params |= {"config": self.text_config, "text": lexemes_of}
         layout = self.layout
         statement = search_sql.search(
             self.table,
@@ -156,38 +171,6 @@ class CollectionHandle:
         # keeps ties in index order while guaranteeing smallest score first.
         hits.sort(key=lambda hit: hit.score)
         return hits
-
-    async def search_text(
-        self,
-        text: str,
-        query: np.ndarray[Any, Any] | None,
-        *,
-        limit: int,
-        filter_: dict[str, Any] | None = None,
-        rrf_k: int = 60,
-    ) -> list[SearchHit]:
-        """Lexical search (query None) or hybrid search (dense + lexical, fused with RRF).
-        Scores: larger is better."""
-        condition, params = compile_filter(filter_)
-        candidates = min(max(limit * 4, HYBRID_CANDIDATES), HNSW_MAX_EF_SEARCH)
-        params |= {"text": text, "limit": limit, "query": query, "k": candidates, "rrf_k": rrf_k}
-        statement = (
-            search_sql.lexical_search(self.table, condition)
-            if query is None
-            else search_sql.hybrid_search(
-                self.table,
-                condition,
-                order_by=self.layout.index_distance,
-                storage=self.layout.storage,
-            )
-        )
-        async with self.database.reading() as conn, conn.transaction():
-            if query is not None:
-                await self._tune_index_scan(
-                    conn, candidates, self.ef_search, None, filter_ is not None
-                )
-            rows = await (await conn.execute(statement, params)).fetchall()
-        return [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
 
     async def _tune_index_scan(
         self, conn: Connection, limit: int, ef_search: int, probes: int | None, filtered: bool

@@ -11,6 +11,7 @@ import logging
 from embedsearch.core.vector_index import IndexSpec, IndexType
 from embedsearch.store.database import Connection
 from embedsearch.store.records import CollectionOptions, TableLayout
+from embedsearch.store.sql import bm25 as bm25_sql
 from embedsearch.store.sql import ddl as sql
 
 log = logging.getLogger(__name__)
@@ -22,13 +23,26 @@ def index_name(table: str, index_type: IndexType) -> str:
 
 class Ddl:
     async def create_chunk_table(
-        self, conn: Connection, layout: TableLayout, dimensions: int, options: CollectionOptions
+        self,
+        conn: Connection,
+        collection: str,
+        layout: TableLayout,
+        dimensions: int,
+        options: CollectionOptions,
     ) -> None:
         """The table (or complete one made by other code, e.g. the brief's script), its text,
-        metadata and document indexes, and the HNSW index when asked for and possible."""
-        table, storage, spec = layout.table, layout.storage, options.index
-        await conn.execute(sql.create_chunk_table(table, dimensions, storage))
-        await conn.execute(sql.upgrade_chunk_table(table))
+        metadata and document indexes, its BM25 triggers, and the HNSW index when asked for
+        and possible. Rows already there (the brief's table) are counted for BM25."""
+        table, storage, spec, config = (
+            layout.table,
+            layout.storage,
+            options.index,
+            options.text_config,
+        )
+        await conn.execute(sql.create_chunk_table(table, dimensions, storage, config))
+        await conn.execute(sql.complete_chunk_table(table, config))
+        await conn.execute(bm25_sql.create_triggers(table, collection, config))
+        await conn.execute(bm25_sql.count_all(table), {"collection": collection})
         if spec.type is IndexType.HNSW and dimensions <= storage.max_indexed_dimensions:
             await self.create_vector_index(conn, index_name(table, spec.type), layout, spec)
         elif spec.type is IndexType.HNSW:

@@ -4,7 +4,8 @@ The schema version is recorded in `embedsearch_schema` (one row per applied migr
 step runs under the migration advisory lock and re-reads the version inside its transaction,
 so processes starting together apply every step exactly once: the others wait, then see it
 done. A database whose version is newer than the code is refused before anything is touched.
-Add a step by appending to MIGRATIONS; never edit one that has shipped.
+Add a step by appending to MIGRATIONS; never edit one that has shipped, and keep the SQL a
+shipped step runs in its own statements (sql/schema.py), not in ones today's code may change.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 
 import psycopg
 
+from embedsearch.core.constants import DEFAULT_TEXT_CONFIG
 from embedsearch.core.errors import MigrationFailed, SchemaTooNew
 from embedsearch.store.database import Connection, first_line
-from embedsearch.store.sql import ddl as ddl_sql
-from embedsearch.store.sql import registry as registry_sql
+from embedsearch.store.sql import bm25 as bm25_sql
 from embedsearch.store.sql import schema as sql
 
 log = logging.getLogger(__name__)
+_BACKFILL_BATCH = 10_000  # chunks counted per statement by migration 3
 
 
 @dataclass(frozen=True)
@@ -36,19 +38,47 @@ async def _m001_registry_and_documents(conn: Connection) -> None:
     is left as it is, and one written before it gets the columns and indexes added since."""
     await conn.execute(sql.CREATE_EXTENSION)
     await conn.execute(sql.V1_REGISTRY_AND_DOCUMENTS)
-    tables = await (await conn.execute(registry_sql.REGISTERED_TABLES)).fetchall()
-    for (table,) in tables:
-        await conn.execute(ddl_sql.upgrade_chunk_table(table))
+    for table, _ in await (await conn.execute(sql.REGISTERED_COLLECTIONS)).fetchall():
+        await conn.execute(sql.v1_complete_chunk_table(table))
 
 
 async def _m002_registry_checks(conn: Connection) -> None:
     await conn.execute(sql.V2_REGISTRY_CHECKS)
 
 
+async def _m003_bm25(conn: Connection) -> None:
+    """BM25 statistics for every collection, counted from the chunks already stored (a
+    collection made before keeps its 'english' configuration)."""
+    await conn.execute(sql.V3_REGISTRY_TEXT_OPTIONS)
+    await conn.execute(bm25_sql.V3_FUNCTIONS_AND_TABLES)
+    for table, name in await (await conn.execute(sql.REGISTERED_COLLECTIONS)).fetchall():
+        await conn.execute(bm25_sql.add_length_column(table))
+        await conn.execute(bm25_sql.create_triggers(table, name, DEFAULT_TEXT_CONFIG))
+        await _count_existing_chunks(conn, table, name)
+        await conn.execute(bm25_sql.COMPACT, {"collection": name})
+
+
+async def _count_existing_chunks(conn: Connection, table: str, collection: str) -> None:
+    """In batches, logging progress: a large collection takes a while."""
+    after, counted = "", 0
+    while True:
+        params = {"collection": collection, "after": after, "size": _BACKFILL_BATCH}
+        cur = await conn.execute(bm25_sql.backfill_batch(table), params)
+        row = await cur.fetchone()
+        if row is None or not row[1]:
+            return
+        after, counted = str(row[0]), counted + int(row[1])
+        if row[1] == _BACKFILL_BATCH:
+            log.info("BM25 statistics for %s: %d chunks counted", collection, counted)
+
+
 MIGRATIONS = (
     Migration(1, "collection registry and documents", _m001_registry_and_documents),
     Migration(
         2, "registry refuses unreadable distance, storage and dimensions", _m002_registry_checks
+    ),
+    Migration(
+        3, "BM25 statistics; text search configuration and fusion per collection", _m003_bm25
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

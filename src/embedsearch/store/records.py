@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from embedsearch.core.constants import DEFAULT_TEXT_CONFIG
 from embedsearch.core.distance import Distance
 from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 from embedsearch.embedders.base import Vectors
@@ -45,6 +46,7 @@ class CollectionOptions:
     storage: Storage = Storage.VECTOR
     normalized: bool = True
     index: IndexSpec = field(default_factory=IndexSpec)
+    text_config: str = DEFAULT_TEXT_CONFIG  # PostgreSQL text search configuration (lexical)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class CollectionRecord:
     probes: int | None = None
     index_rows: int | None = None  # rows present when the ANN index was last built
     index_built_at: datetime | None = None
-    deferred_index: dict[str, Any] | None = None  # see PgStore.defer_index
+    deferred_index: dict[str, Any] | None = None  # see IndexAdmin.defer
+    text_config: str = DEFAULT_TEXT_CONFIG
+    fusion: dict[str, Any] | None = None  # hybrid search's default fusion, if tuned
 
     @property
     def layout(self) -> TableLayout:

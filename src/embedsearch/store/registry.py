@@ -14,6 +14,7 @@ from embedsearch.core.vector_index import Storage
 from embedsearch.store.database import Connection, Database
 from embedsearch.store.ddl import Ddl
 from embedsearch.store.records import CollectionOptions, CollectionRecord, TableLayout
+from embedsearch.store.sql import bm25 as bm25_sql
 from embedsearch.store.sql import registry as sql
 from embedsearch.store.sql.schema import LOCK_MIGRATIONS, MIGRATION_LOCK_ID
 
@@ -73,6 +74,7 @@ class Registry:
                 return False
             await self._ddl.drop_chunk_table(conn, record.table)
             await conn.execute(sql.UNREGISTER_COLLECTION, (name,))
+            await conn.execute(bm25_sql.DROP_STATISTICS, {"collection": name})
             return True
 
     async def _create(
@@ -86,7 +88,7 @@ class Registry:
     ) -> CollectionRecord:
         table = new_table_name(name)
         layout = TableLayout(table, options.storage, options.normalized, options.distance)
-        await self._ddl.create_chunk_table(conn, layout, dimensions, options)
+        await self._ddl.create_chunk_table(conn, name, layout, dimensions, options)
         await conn.execute(
             sql.REGISTER_COLLECTION,
             (
@@ -98,9 +100,20 @@ class Registry:
                 options.distance.value,
                 options.storage.value,
                 options.normalized,
+                options.text_config,
             ),
         )
         return await _get_existing(conn, name)
+
+    async def text_config_exists(self, config: str) -> bool:
+        async with self._db.reading() as conn:
+            row = await (await conn.execute(sql.TEXT_CONFIG_EXISTS, (config,))).fetchone()
+            return bool(row and row[0])
+
+    async def set_fusion(self, name: str, fusion: dict[str, Any] | None) -> None:
+        """Store (or with None clear) a collection's default hybrid fusion."""
+        async with self._db.writing() as conn:
+            await conn.execute(sql.SET_FUSION, (Jsonb(fusion) if fusion else None, name))
 
     # Index bookkeeping, written in the transaction of the index change itself.
 

@@ -45,7 +45,12 @@ class Store:
 
     def collection(self, record: CollectionRecord) -> CollectionHandle:
         return CollectionHandle(
-            self.database, record.table, record.name, record.layout, self.ef_search
+            self.database,
+            record.table,
+            record.name,
+            record.layout,
+            self.ef_search,
+            record.text_config,
         )
 
     async def pgvector_version(self) -> str:

@@ -35,6 +35,8 @@ def _public(record: CollectionRecord, count: int) -> CollectionPublic:
         distance=record.distance,
         storage=record.storage,
         normalized=record.normalized,
+        textConfig=record.text_config,
+        fusion=record.fusion,
         count=count,
         createdAt=record.created_at,
     )
@@ -50,6 +52,7 @@ async def create_collection(body: CollectionCreate, deps: DepsDep) -> Collection
         storage=body.storage,
         normalized=body.normalize,
         index=body.index.spec() if body.index else IndexSpec(),
+        text_config=body.textConfig,
     )
     record = await collections.create(
         deps, body.name, embedder=body.embedder, dimensions=body.dimensions, options=options

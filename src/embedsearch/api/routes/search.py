@@ -14,6 +14,7 @@ from embedsearch.api.schemas import (
     SearchResult,
 )
 from embedsearch.core import search as use_case
+from embedsearch.core.fusion import Fusion, FusionMethod
 from embedsearch.core.search import MmrOptions, SearchOutcome
 from embedsearch.core.search_mode import SearchMode
 
@@ -56,11 +57,13 @@ async def search_pgvector(body: SearchRequest, deps: DepsDep) -> SearchResponse:
 
 @router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
 async def search(body: SearchAnyRequest, deps: DepsDep) -> SearchResponse:
-    """Dense (as /search/pgvector: distance, smallest first), lexical (PostgreSQL full-text
-    search: any of the words, or websearch syntax; ts_rank, largest first) or hybrid
-    (Reciprocal Rank Fusion of both lists; RRF score, largest first). With `mmr`, the top
+    """Dense (as /search/pgvector: distance, smallest first), lexical (BM25 over PostgreSQL's
+    text search lexemes: any of the words, or websearch syntax; largest first) or hybrid (the
+    dense and lexical lists fused, `fusion`: convex or rrf; largest first). With `mmr`, the top
     `fetchK` results are re-ranked for diversity and returned in MMR order (relevance there is
-    cosine similarity to the query; scores are those of the mode)."""
+    cosine similarity to the query; scores are those of the mode). A query of stop words or
+    punctuation alone finds nothing, in every mode (/search/pgvector, the brief's pure vector
+    search, still answers it)."""
     outcome = await use_case.search(
         deps,
         body.query,
@@ -69,10 +72,20 @@ async def search(body: SearchAnyRequest, deps: DepsDep) -> SearchResponse:
         distance=body.distance,
         collection=body.collection,
         filter_=body.filter,
-        rrf_k=body.rrfK,
+        fusion=_fusion(body),
+        candidates=body.candidates,
         mmr=MmrOptions(body.mmr.lambda_, body.mmr.fetchK) if body.mmr else None,
         exact=body.exact,
         ef_search=body.efSearch,
         probes=body.probes,
+        require_lexemes=True,
     )
     return _response(outcome, body.mode)
+
+
+def _fusion(body: SearchAnyRequest) -> Fusion | None:
+    if body.fusion is not None:
+        return body.fusion.fusion()
+    if body.rrfK is not None:
+        return Fusion(FusionMethod.RRF, k=body.rrfK)
+    return None

@@ -64,7 +64,10 @@ def copy_into_staging(table: str) -> sql.Composed:
 
 
 def upsert_from_staging(table: str) -> sql.Composed:
-    return sql.SQL("INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} {tail}").format(
+    # ORDER BY: rows are locked in chunk id order (see CollectionHandle.write_rows).
+    return sql.SQL(
+        "INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} ORDER BY chunk_id {tail}"
+    ).format(
         table=sql.Identifier(table), cols=_column_list(), staging=_staging(table), tail=_UPSERT_TAIL
     )
 

@@ -8,8 +8,11 @@ from psycopg import sql
 from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 
 
-def create_chunk_table(table: str, dimensions: int, storage: Storage) -> sql.Composed:
-    """The brief's chunk_embeddings table, plus what a real system needs."""
+def create_chunk_table(
+    table: str, dimensions: int, storage: Storage, text_config: str
+) -> sql.Composed:
+    """The brief's chunk_embeddings table, plus what a real system needs. The text search
+    configuration is a validated name (a literal: DDL takes no parameters)."""
     return sql.SQL("""
 CREATE TABLE IF NOT EXISTS {table} (
     chunk_id     VARCHAR(255) PRIMARY KEY,
@@ -20,12 +23,21 @@ CREATE TABLE IF NOT EXISTS {table} (
     content      TEXT,
     content_hash TEXT,
     metadata     JSONB NOT NULL DEFAULT '{{}}',
-    document_id  TEXT
-)""").format(table=sql.Identifier(table), dims=sql.Literal(dimensions), storage=sql.SQL(storage))
+    document_id  TEXT,
+    content_tsv  tsvector
+        GENERATED ALWAYS AS (to_tsvector({config}::regconfig, coalesce(content, ''))) STORED,
+    bm25_length  INTEGER
+)""").format(
+        table=sql.Identifier(table),
+        dims=sql.Literal(dimensions),
+        storage=sql.SQL(storage),
+        config=sql.Literal(text_config),
+    )
 
 
-def upgrade_chunk_table(table: str) -> sql.Composed:
-    """Add our columns and indexes to a chunk table (idempotent; also for the brief's table)."""
+def complete_chunk_table(table: str, text_config: str) -> sql.Composed:
+    """Add our columns and indexes to a chunk table made by other code (the brief's script),
+    or check that ours has them (idempotent)."""
     return sql.SQL("""
 ALTER TABLE {table}
     ADD COLUMN IF NOT EXISTS updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -34,11 +46,13 @@ ALTER TABLE {table}
     ADD COLUMN IF NOT EXISTS metadata     JSONB NOT NULL DEFAULT '{{}}',
     ADD COLUMN IF NOT EXISTS document_id  TEXT,
     ADD COLUMN IF NOT EXISTS content_tsv  tsvector
-        GENERATED ALWAYS AS (to_tsvector('english', coalesce(content, ''))) STORED;
+        GENERATED ALWAYS AS (to_tsvector({config}::regconfig, coalesce(content, ''))) STORED,
+    ADD COLUMN IF NOT EXISTS bm25_length  INTEGER;
 CREATE INDEX IF NOT EXISTS {doc_index} ON {table} (document_id);
 CREATE INDEX IF NOT EXISTS {meta_index} ON {table} USING gin (metadata jsonb_path_ops);
 CREATE INDEX IF NOT EXISTS {text_index} ON {table} USING gin (content_tsv)""").format(
         table=sql.Identifier(table),
+        config=sql.Literal(text_config),
         doc_index=sql.Identifier(f"{table}_document_id"),
         meta_index=sql.Identifier(f"{table}_metadata"),
         text_index=sql.Identifier(f"{table}_content_tsv"),

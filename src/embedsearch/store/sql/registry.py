@@ -6,14 +6,15 @@ from psycopg import sql
 
 _COLLECTION_COLUMNS = (
     "SELECT name, table_name, model, dimensions, embedder, distance, created_at, storage,"
-    " normalized, probes, index_rows, index_built_at, deferred_index FROM embedsearch_collections"
+    " normalized, probes, index_rows, index_built_at, deferred_index, text_config, fusion"
+    " FROM embedsearch_collections"
 )
 GET_COLLECTION = sql.SQL(_COLLECTION_COLUMNS + " WHERE name = %s")
 LIST_COLLECTIONS = sql.SQL(_COLLECTION_COLUMNS + " ORDER BY name")
 REGISTER_COLLECTION = sql.SQL(
     "INSERT INTO embedsearch_collections"
-    " (name, table_name, model, dimensions, embedder, distance, storage, normalized)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name"
+    " (name, table_name, model, dimensions, embedder, distance, storage, normalized, text_config)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name"
 )
 RECORD_INDEX_BUILD = sql.SQL(
     "UPDATE embedsearch_collections SET probes = %s, index_rows = %s, index_built_at = now(),"
@@ -23,10 +24,8 @@ DEFER_INDEX = sql.SQL("UPDATE embedsearch_collections SET deferred_index = %s WH
 FILL_EMBEDDER = sql.SQL(
     "UPDATE embedsearch_collections SET embedder = %s WHERE name = %s AND embedder IS NULL"
 )
-REGISTERED_TABLES = sql.SQL(
-    "SELECT table_name FROM embedsearch_collections WHERE to_regclass(quote_ident(table_name))"
-    " IS NOT NULL ORDER BY table_name"
-)
+SET_FUSION = sql.SQL("UPDATE embedsearch_collections SET fusion = %s WHERE name = %s")
+TEXT_CONFIG_EXISTS = sql.SQL("SELECT EXISTS (SELECT FROM pg_ts_config WHERE cfgname = %s)")
 UNREGISTER_COLLECTION = sql.SQL("DELETE FROM embedsearch_collections WHERE name = %s")
 # The declared dimension of an existing vector column (atttypmod holds it), or no row.
 VECTOR_COLUMN_DIMENSIONS = sql.SQL("""

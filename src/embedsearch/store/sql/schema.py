@@ -59,6 +59,34 @@ CREATE TABLE IF NOT EXISTS embedsearch_documents (
     PRIMARY KEY (collection, document_id)
 )""")
 
+# Registered collections whose chunk table exists.
+REGISTERED_COLLECTIONS = sql.SQL(
+    "SELECT table_name, name FROM embedsearch_collections"
+    " WHERE to_regclass(quote_ident(table_name)) IS NOT NULL ORDER BY table_name"
+)
+
+
+def v1_complete_chunk_table(table: str) -> sql.Composed:
+    """Version 1's columns and indexes of a chunk table (idempotent)."""
+    return sql.SQL("""
+ALTER TABLE {table}
+    ADD COLUMN IF NOT EXISTS updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    ADD COLUMN IF NOT EXISTS content      TEXT,
+    ADD COLUMN IF NOT EXISTS content_hash TEXT,
+    ADD COLUMN IF NOT EXISTS metadata     JSONB NOT NULL DEFAULT '{{}}',
+    ADD COLUMN IF NOT EXISTS document_id  TEXT,
+    ADD COLUMN IF NOT EXISTS content_tsv  tsvector
+        GENERATED ALWAYS AS (to_tsvector('english', coalesce(content, ''))) STORED;
+CREATE INDEX IF NOT EXISTS {doc_index} ON {table} (document_id);
+CREATE INDEX IF NOT EXISTS {meta_index} ON {table} USING gin (metadata jsonb_path_ops);
+CREATE INDEX IF NOT EXISTS {text_index} ON {table} USING gin (content_tsv)""").format(
+        table=sql.Identifier(table),
+        doc_index=sql.Identifier(f"{table}_document_id"),
+        meta_index=sql.Identifier(f"{table}_metadata"),
+        text_index=sql.Identifier(f"{table}_content_tsv"),
+    )
+
+
 # Version 2: the registry is the only source of a collection's layout, so it refuses values the
 # code cannot read back. A row that breaks one fails the migration, which then rolls back.
 V2_REGISTRY_CHECKS = sql.SQL("""
@@ -67,6 +95,14 @@ ALTER TABLE embedsearch_collections
     ADD CONSTRAINT embedsearch_collections_distance_check
         CHECK (distance IN ('cosine', 'l2', 'inner_product')),
     ADD CONSTRAINT embedsearch_collections_storage_check CHECK (storage IN ('vector', 'halfvec'))""")
+
+
+# Version 3: lexical search ranked by BM25 (see sql/bm25.py for the tables and triggers).
+V3_REGISTRY_TEXT_OPTIONS = sql.SQL("""
+ALTER TABLE embedsearch_collections
+    ADD COLUMN IF NOT EXISTS text_config TEXT NOT NULL DEFAULT 'english',
+    -- Hybrid search's default fusion for this collection, e.g. {"method": "convex", "alpha": 0.6}.
+    ADD COLUMN IF NOT EXISTS fusion JSONB""")
 
 
 def alter_system(name: str, value: str) -> sql.Composed:
