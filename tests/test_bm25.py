@@ -4,6 +4,7 @@ the text search configuration as a collection option."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections import Counter
@@ -13,9 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import bm25_recount, bm25_statistics, rows
+from embedsearch.embedders.local import LocalEmbedder
+from embedsearch.store import ChunkRows
+from tests.servers import bm25_recount, bm25_statistics, handle, open_store, rows
 
 K1, B = 1.2, 0.75
+MODEL, DIMS = "all-MiniLM-L6-v2", 384
 WORDS = [
     "cell",
     "protein",
@@ -137,13 +141,33 @@ def test_statistics_equal_a_recount_after_concurrent_writes_and_deletes(
     assert bm25_statistics(database_url, "default") == bm25_recount(
         database_url, "chunk_embeddings"
     )
-    # Compaction folds the deltas into the base; the statistics stay the same.
-    before = bm25_statistics(database_url, "default")
-    embed_all(client, [(f"x{i}", text) for i, text in enumerate(texts(9, seed=99))])
-    assert rows(database_url, "SELECT count(*) FROM embedsearch_bm25_deltas") != [(0,)]
-    for chunk_id in [f"x{i}" for i in range(9)]:
-        client.delete(f"/chunks/{chunk_id}")
-    assert bm25_statistics(database_url, "default") == before
+
+
+def test_compaction_folds_the_deltas_and_keeps_the_statistics(
+    database_url: str, local_embedder: LocalEmbedder
+) -> None:
+    corpus = texts(20, seed=3)
+    vectors = local_embedder.embed(corpus).vectors
+
+    async def go() -> None:
+        async with open_store(database_url, model=MODEL, dimensions=DIMS) as store:
+            chunks = await handle(store)
+            for start in range(0, 20, 5):  # a few statements: a few deltas per lexeme
+                ids = [f"c{i}" for i in range(start, start + 5)]
+                part = slice(start, start + 5)
+                await chunks.upsert(ChunkRows(ids, vectors[part], MODEL, corpus[part], [""] * 5))
+            await chunks.delete_chunk("c3")
+            deltas = rows(database_url, "SELECT count(*) FROM embedsearch_bm25_deltas")[0][0]
+            before = bm25_statistics(database_url, "default")
+            assert deltas > len(before)  # several statements touched the same lexemes
+            await chunks.bm25.compact()
+            assert rows(database_url, "SELECT count(*) FROM embedsearch_bm25_deltas") == [(0,)]
+            assert bm25_statistics(database_url, "default") == before
+            assert before == bm25_recount(database_url, "chunk_embeddings")
+            found = await chunks.bm25.search("cell river", limit=5)
+            assert found and all(hit.score > 0 for hit in found)
+
+    asyncio.run(go())
 
 
 def test_a_lexeme_whose_last_chunk_is_gone_no_longer_counts(

@@ -144,6 +144,7 @@ async def ingest(
         group.create_task(plan_stage())
         group.create_task(embed_stage())
         group.create_task(write_stage())
+    await target.chunks.bm25.compact()  # the load's statistics deltas, folded once
     index_started = time.perf_counter()
     if await indexing.finish_deferred(deps, target.record.name) is not None:
         summary.index_seconds = time.perf_counter() - index_started

@@ -27,7 +27,8 @@ K1 = 1.2
 B = 0.75
 # "phrases", -exclusions: the query keeps websearch_to_tsquery's strict meaning.
 _WEBSEARCH_SYNTAX = re.compile(r'"|(^|\s)-\S')
-# Compact the deltas after this many writes from one process (and at the end of an ingest).
+# Compact a collection's deltas after this many writes to it from one process (and at the end
+# of an ingest): reads sum the deltas of the query's lexemes, so they must not pile up.
 COMPACT_EVERY_WRITES = 64
 
 
@@ -125,3 +126,17 @@ class Bm25:
             if locked and locked[0]:
                 await conn.execute(sql.COMPACT, params)
                 await conn.execute(sql.DROP_ABSENT_LEXEMES, params)
+
+
+class Compactions:
+    """Counts this process's writes per collection and compacts every COMPACT_EVERY_WRITES."""
+
+    def __init__(self) -> None:
+        self._writes: dict[str, int] = {}
+
+    async def wrote(self, collection: CollectionHandle) -> None:
+        """After a write has committed."""
+        count = self._writes.get(collection.table, 0) + 1
+        self._writes[collection.table] = count % COMPACT_EVERY_WRITES
+        if count >= COMPACT_EVERY_WRITES:
+            await collection.bm25.compact()

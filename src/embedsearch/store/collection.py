@@ -19,7 +19,7 @@ from embedsearch.core.constants import DEFAULT_TEXT_CONFIG, HNSW_MAX_EF_SEARCH
 from embedsearch.core.distance import Distance
 from embedsearch.core.errors import InvalidInput
 from embedsearch.core.vector_index import Storage
-from embedsearch.store.bm25 import Bm25
+from embedsearch.store.bm25 import Bm25, Compactions
 from embedsearch.store.database import Connection, Database
 from embedsearch.store.documents import DocumentStore
 from embedsearch.store.filters import compile_filter
@@ -42,6 +42,7 @@ class CollectionHandle:
     layout: TableLayout = field(compare=False)
     ef_search: int = field(compare=False)  # HNSW candidate list when a request sets none
     text_config: str = field(compare=False, default=DEFAULT_TEXT_CONFIG)
+    compactions: Compactions = field(compare=False, default_factory=Compactions)
 
     @property
     def documents(self) -> DocumentStore:
@@ -60,6 +61,7 @@ class CollectionHandle:
             raise InvalidInput("the same chunkId appears twice in one request", field="chunkId")
         async with self.database.writing() as conn:
             returned = await self.write_rows(conn, rows)
+        await self.compactions.wrote(self)
         inserted = {chunk_id: bool(flag) for chunk_id, flag in returned}
         return [inserted[chunk_id] for chunk_id in rows.chunk_ids]
 
@@ -105,7 +107,8 @@ class CollectionHandle:
                 return False
             if row[0] is not None:
                 await conn.execute(documents_sql.DECREMENT_DOCUMENT_CHUNKS, (self.name, row[0]))
-            return True
+        await self.compactions.wrote(self)
+        return True
 
     # Reads.
 

@@ -71,6 +71,7 @@ class DocumentStore:
             rows = concat_rows([w.rows for w in writes if len(w.rows)])
             if rows is not None:
                 await self._chunks.write_rows(conn, rows)
+        await self._chunks.compactions.wrote(self._chunks)
         return created
 
     async def get(self, document_id: str) -> DocumentRecord | None:
@@ -92,4 +93,5 @@ class DocumentStore:
                 await conn.execute(sql.DELETE_DOCUMENT, (self._name, document_id))
             ).fetchone()
             await conn.execute(sql.delete_document_chunks(self._table), (document_id,))
-            return found is not None
+        await self._chunks.compactions.wrote(self._chunks)
+        return found is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from embedsearch.core.constants import DEFAULT_EF_SEARCH
+from embedsearch.store.bm25 import Compactions
 from embedsearch.store.collection import CollectionHandle
 from embedsearch.store.database import Database
 from embedsearch.store.ddl import Ddl
@@ -33,6 +34,7 @@ class Store:
         ddl = Ddl()
         self.registry = Registry(self.database, ddl)
         self.indexes = IndexAdmin(self.database, ddl, self.registry)
+        self._compactions = Compactions()
 
     async def open(self) -> None:
         """Migrate the schema (refusing one newer than this code), then open the pool."""
@@ -51,6 +53,7 @@ class Store:
             record.layout,
             self.ef_search,
             record.text_config,
+            self._compactions,
         )
 
     async def pgvector_version(self) -> str:
