@@ -203,3 +203,10 @@ def test_text_search_configuration_is_a_collection_option(
         assert response.status_code == 422, (bad, response.text)
         assert response.json()["error"]["field"] == "textConfig"
     assert rows(database_url, "SELECT count(*) FROM embedsearch_collections") == [(2,)]
+    # Dropping a collection drops its statistics, and only its own.
+    assert bm25_statistics(database_url, "plain")
+    assert client.delete("/collections/plain").status_code == 204
+    assert bm25_statistics(database_url, "plain") == {}
+    assert bm25_statistics(database_url, "default") == bm25_recount(
+        database_url, "chunk_embeddings"
+    )

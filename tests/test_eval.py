@@ -1,27 +1,41 @@
 """`embedsearch eval`: a tiny BEIR dataset through the library and the CLI, metrics checked
-against rankings and formulas computed here, re-runs, and bad input."""
+against rankings and formulas computed here, re-runs, bad input, and the fusion sweep
+(`--sweep`, `--save-fusion`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from embedsearch.config import Settings
 from embedsearch.core.chunking import ChunkingOptions
+from embedsearch.core.collections import Collection
 from embedsearch.core.deps import Deps
-from embedsearch.core.evaluation import EvalOptions, EvalResult, evaluate
+from embedsearch.core.evaluation import (
+    EvalOptions,
+    EvalResult,
+    SweepResult,
+    SweepRow,
+    evaluate,
+    sweep,
+)
+from embedsearch.core.fusion import Fusion, FusionMethod, fuse
 from embedsearch.core.search import search
 from embedsearch.core.search_mode import SearchMode
+from embedsearch.embedders.base import EmbeddingBatch
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.evaluation import load_dataset
 from embedsearch.evaluation.metrics import per_query
 from embedsearch.runtime import open_deps
+from embedsearch.store import SearchHit
 from tests.test_cli import run as run_cli
 
 COLLECTION = "eval_tiny"
@@ -254,3 +268,247 @@ def test_missing_folder_exits_2(tmp_path: Path) -> None:
     done = cli(["eval", str(tmp_path / "nope")], "postgresql://nowhere.invalid/db", tmp_path)
     assert done.returncode == 2
     assert "no such folder" in done.stderr and "Traceback" not in done.stderr
+
+
+# The fusion sweep.
+
+ALPHAS = [round(tenth / 10, 1) for tenth in range(11)]
+BEST_LINE = re.compile(
+    r"^best for eval_tiny: (convex alpha [0-9.]+|rrf k \d+) \(nDCG@10 (\d\.\d{4})\)$"
+)
+
+
+def dedupe(hits: list[SearchHit]) -> list[str]:
+    return list(dict.fromkeys(hit.chunk_id.split("#")[0] for hit in hits))[:100]
+
+
+async def sweep_by_hand(deps: Deps) -> dict[str, dict[str, list[str]]]:
+    """setting label -> query -> documents: every chunk of each list through the search use
+    case, fused here with core.fusion.fuse."""
+    settings = {f"convex alpha {a}": Fusion(FusionMethod.CONVEX, alpha=a) for a in ALPHAS}
+    settings["rrf k 60"] = Fusion(FusionMethod.RRF, k=60)
+    found: dict[str, dict[str, list[str]]] = {"dense only": {}, "lexical only": {}}
+    found |= {label: {} for label in settings}
+    for query_id, text in QUERIES.items():
+        dense = await search(deps, text, mode=SearchMode.DENSE, limit=1000, collection=COLLECTION)
+        lexical = await search(
+            deps, text, mode=SearchMode.LEXICAL, limit=1000, collection=COLLECTION
+        )
+        found["dense only"][query_id] = dedupe(dense.hits)
+        found["lexical only"][query_id] = dedupe(lexical.hits)
+        for label, fusion in settings.items():
+            found[label][query_id] = dedupe(fuse(dense.hits, lexical.hits, fusion, limit=1000))
+    return found
+
+
+def test_sweep_scores_each_fusion_of_the_same_lists(
+    settings: Settings,
+    local_embedder: LocalEmbedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dataset = load_dataset(write_dataset(tmp_path / "tiny"))
+    options = EvalOptions(chunking=ChunkingOptions(max_tokens=32))
+    embedded: list[list[str]] = []
+    original = Collection.embed
+
+    async def counting(self: Collection, texts: list[str]) -> EmbeddingBatch:
+        embedded.append(texts)
+        return await original(self, texts)
+
+    async def go() -> tuple[EvalResult, SweepResult, dict[str, dict[str, list[str]]], int]:
+        async with open_deps(settings, embedder=local_embedder) as deps:
+            evaluated = await evaluate(deps, dataset, options)
+            calls: list[None] = []
+            monkeypatch.setattr(Collection, "embed", counting)
+            swept = await sweep(deps, dataset, COLLECTION, on_query=lambda: calls.append(None))
+            monkeypatch.setattr(Collection, "embed", original)
+            return evaluated, swept, await sweep_by_hand(deps), len(calls)
+
+    evaluated, swept, by_hand, callbacks = asyncio.run(go())
+    assert sorted(text for texts in embedded for text in texts) == sorted(QUERIES.values())
+    assert callbacks == len(QUERIES)
+    assert swept.collection == COLLECTION and swept.queries == len(QUERIES)
+    assert swept.depth == 1000 and swept.current is None
+    labels = [row.label for row in swept.rows]
+    assert labels == [
+        "dense only",
+        "lexical only",
+        *(f"convex alpha {a}" for a in ALPHAS),
+        "rrf k 60",
+    ]
+    assert labels == list(by_hand)
+    for row in swept.rows:
+        assert row.rankings == by_hand[row.label], row.label
+        for query_id, ranked in by_hand[row.label].items():
+            got, relevant = row.per_query[query_id], QRELS[query_id]
+            assert got["ndcg@10"] == pytest.approx(ndcg_at_10(ranked, relevant), abs=1e-4)
+            assert got["recall@100"] == pytest.approx(recall_at_100(ranked, relevant), abs=1e-4)
+            assert got["mrr@10"] == pytest.approx(mrr_at_10(ranked, relevant), abs=1e-4)
+        for measure in ("ndcg@10", "recall@100", "mrr@10"):
+            mean = sum(s[measure] for s in row.per_query.values()) / len(QUERIES)
+            assert row.scores[measure] == pytest.approx(mean, abs=1e-12)
+        assert row.empty == sum(1 for ranked in by_hand[row.label].values() if not ranked)
+    assert swept.rows[1].empty >= 1 and swept.rows[2].empty == 0  # q4: no word matches
+    # Exactly comparable with the evaluation's own modes: its hybrid searches fuse lists as
+    # long as these with the built-in convex alpha 0.5, and the tiny collection fits whole
+    # in every list the dense and lexical modes fetch.
+    rows = {row.label: row for row in swept.rows}
+    modes = {mode.mode: mode for mode in evaluated.modes}
+    for label, mode in (
+        ("convex alpha 0.5", SearchMode.HYBRID),
+        ("dense only", SearchMode.DENSE),
+        ("lexical only", SearchMode.LEXICAL),
+    ):
+        assert rows[label].rankings == modes[mode].rankings, label
+        for query_id, scores in modes[mode].per_query.items():
+            for measure, value in scores.items():
+                assert rows[label].per_query[query_id][measure] == pytest.approx(value, abs=1e-9)
+    # The best: the highest nDCG@10 among the fusions; ties to the alpha closest to 0.5.
+    top = max(row.scores["ndcg@10"] for row in swept.fusions)
+    assert swept.best.fusion is not None
+    assert swept.best.scores["ndcg@10"] == top
+    tied = [row for row in swept.fusions if row.scores["ndcg@10"] >= top - 1e-12]
+    convex = [row.fusion.alpha for row in tied if row.fusion and row.fusion.method == "convex"]
+    if convex:
+        closest = min(abs(alpha - 0.5) for alpha in convex)
+        assert swept.best.fusion.method == "convex"
+        assert abs(swept.best.fusion.alpha - 0.5) == pytest.approx(closest)
+    else:
+        assert swept.best.fusion.method == "rrf"
+
+
+def row(label: str, fusion: Fusion | None, ndcg: float) -> SweepRow:
+    scores = {"ndcg@10": ndcg, "recall@100": 0.0, "mrr@10": 0.0}
+    return SweepRow(label, fusion, scores, {}, {}, 0)
+
+
+def swept(*rows: SweepRow) -> SweepResult:
+    return SweepResult("tiny", "test", COLLECTION, 4, 1000, None, list(rows), 0.0)
+
+
+def convex(alpha: float, ndcg: float) -> SweepRow:
+    return row(f"convex alpha {alpha}", Fusion(FusionMethod.CONVEX, alpha=alpha), ndcg)
+
+
+def rrf(k: int, ndcg: float) -> SweepRow:
+    return row(f"rrf k {k}", Fusion(FusionMethod.RRF, k=k), ndcg)
+
+
+def test_sweep_best_breaks_ties_towards_alpha_half_then_rrf() -> None:
+    lists = [row("dense only", None, 0.99), row("lexical only", None, 0.95)]  # never chosen
+    assert swept(*lists, convex(0.2, 0.7), convex(0.9, 0.8), rrf(60, 0.75)).best.label == (
+        "convex alpha 0.9"
+    )
+    # Equal nDCG@10 (up to the last bits of a mean): the alpha closest to 0.5 wins.
+    tie = swept(*lists, convex(0.0, 0.8), convex(0.3, 0.8000000000000002), convex(0.8, 0.8))
+    assert tie.best.label == "convex alpha 0.3"
+    assert [r.label for r in tie.tied] == [
+        "convex alpha 0.0",
+        "convex alpha 0.3",
+        "convex alpha 0.8",
+    ]
+    assert swept(convex(0.4, 0.8), convex(0.6, 0.8)).best.label == "convex alpha 0.6"
+    assert swept(rrf(60, 0.8), convex(1.0, 0.8)).best.label == "convex alpha 1.0"
+    assert swept(convex(0.5, 0.8), rrf(60, 0.81)).best.label == "rrf k 60"
+    assert swept(rrf(10, 0.8), rrf(60, 0.8), rrf(100, 0.8)).best.label == "rrf k 60"
+
+
+def test_sweep_of_a_missing_collection_is_404(
+    settings: Settings, local_embedder: LocalEmbedder, tmp_path: Path
+) -> None:
+    from embedsearch.core.errors import InvalidInput, NotFound
+
+    dataset = load_dataset(write_dataset(tmp_path / "tiny"))
+
+    async def go(collection: str, alphas: list[float], rrf_ks: list[int]) -> None:
+        async with open_deps(settings, embedder=local_embedder) as deps:
+            await sweep(deps, dataset, collection, alphas=alphas, rrf_ks=rrf_ks)
+
+    with pytest.raises(NotFound):
+        asyncio.run(go("eval_nothing_here", [0.5], [60]))
+    with pytest.raises(InvalidInput, match="alpha must be between 0 and 1"):
+        asyncio.run(go(COLLECTION, [0.5, 1.5], [60]))
+    with pytest.raises(InvalidInput, match="k must be between 1 and 1000"):
+        asyncio.run(go(COLLECTION, [0.5], [0]))
+    with pytest.raises(InvalidInput, match="at least one"):
+        asyncio.run(go(COLLECTION, [], []))
+
+
+def hybrid_scores(client: httpx.Client, query: str, **extra: object) -> list[tuple[str, float]]:
+    body = {"query": query, "mode": "hybrid", "collection": COLLECTION, "limit": 10} | extra
+    response = client.post("/search", json=body)
+    assert response.status_code == 200, response.text
+    return [(r["chunkId"], r["score"]) for r in response.json()["results"]]
+
+
+def test_cli_sweep_reports_the_best_and_saves_it(
+    client: httpx.Client, database_url: str, tmp_path: Path
+) -> None:
+    root = write_dataset(tmp_path / "tiny")
+    out_json, out_md = tmp_path / "out" / "eval.json", tmp_path / "out" / "eval.md"
+    args = [
+        "eval",
+        str(root),
+        "--quiet",
+        "--out-json",
+        str(out_json),
+        "--out-markdown",
+        str(out_md),
+    ]
+    done = cli([*args, "--sweep", "--modes", "hybrid"], database_url, tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    assert "Hybrid fusion sweep" in done.stdout and "lexical only" in done.stdout
+    found = [BEST_LINE.match(line) for line in done.stdout.splitlines()]
+    matches = [m for m in found if m]
+    assert len(matches) == 1, done.stdout
+    best_label, best_ndcg = matches[0].group(1), float(matches[0].group(2))
+    assert "as the default fusion of" not in done.stdout
+
+    report = json.loads(out_json.read_text())["sweep"]
+    settings = {s["setting"]: s for s in report["settings"]}
+    assert list(settings) == [
+        "dense only",
+        "lexical only",
+        *(f"convex alpha {a}" for a in ALPHAS),
+        "rrf k 60",
+    ]
+    assert report["best"]["setting"] == best_label
+    assert report["best"]["ndcg@10"] == best_ndcg == settings[best_label]["ndcg@10"]
+    assert best_ndcg == max(s["ndcg@10"] for s in report["settings"] if s["fusion"])
+    tied = [s["setting"] for s in report["settings"] if s["fusion"] and s["ndcg@10"] == best_ndcg]
+    assert report["best"]["tied_with"] == [label for label in tied if label != best_label]
+    assert report["current_fusion"] is None and report["candidates"] == 1000
+    assert set(settings["rrf k 60"]["per_query"]) == set(QUERIES)
+    # The evaluation's hybrid mode (built-in fusion) is the sweep's convex alpha 0.5.
+    hybrid = json.loads(out_json.read_text())["modes"]["hybrid"]
+    assert settings["convex alpha 0.5"]["ndcg@10"] == hybrid["ndcg@10"]
+    markdown = out_md.read_text()
+    assert "### Hybrid fusion sweep: collection `eval_tiny`" in markdown
+    assert f"| **{best_label}** | {best_ndcg:.4f} |" in markdown
+    assert client.get(f"/collections/{COLLECTION}").json()["fusion"] is None  # not saved
+
+    # Another stored fusion first: --save-fusion must replace it with the best.
+    stale = {"method": "rrf", "k": 1}
+    assert client.patch(f"/collections/{COLLECTION}", json={"fusion": stale}).status_code == 200
+    saved = cli(
+        [*args, "--sweep", "--save-fusion", "--modes", "dense"], database_url, tmp_path / "data"
+    )
+    assert saved.returncode == 0, saved.stderr
+    assert f"best for eval_tiny: {best_label} (nDCG@10 {best_ndcg:.4f})" in saved.stdout
+    assert f"stored {best_label} as the default fusion of eval_tiny" in saved.stdout
+    rerun = json.loads(out_json.read_text())["sweep"]
+    assert rerun["current_fusion"] == stale and rerun["best"]["setting"] == best_label
+    best_fusion = rerun["best"]["fusion"]
+    assert client.get(f"/collections/{COLLECTION}").json()["fusion"] == best_fusion
+    for text in QUERIES.values():
+        stored = hybrid_scores(client, text)  # no fusion: the collection's
+        assert stored == hybrid_scores(client, text, fusion=best_fusion)
+        assert stored != hybrid_scores(client, text, fusion=stale)
+
+
+def test_cli_save_fusion_needs_sweep(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "tiny")
+    done = cli(["eval", str(root), "--save-fusion"], "postgresql://nowhere.invalid/db", tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "add --sweep" in done.stderr and "Traceback" not in done.stderr

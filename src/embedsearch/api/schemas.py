@@ -231,6 +231,19 @@ class CollectionCreate(BaseModel):
     )
 
 
+class CollectionUpdate(BaseModel):
+    """PATCH /collections/{name}: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field must not pass as "no change"
+
+    fusion: FusionRequest | None = Field(
+        default=None,
+        description="Hybrid search's default fusion, used when a request gives none; null "
+        f"clears it (then {DEFAULT_FUSION} with alpha {DEFAULT_CONVEX_ALPHA}). "
+        "`embedsearch eval --sweep` finds the best one for a collection's own judgments.",
+    )
+
+
 class CollectionPublic(BaseModel):
     name: str
     model: str

@@ -1,4 +1,4 @@
-"""`embedsearch collections list | create | drop`."""
+"""`embedsearch collections list | create | drop | set-fusion`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ from typing import Annotated
 
 import typer
 
-from embedsearch.cli.common import app, run
+from embedsearch.cli.common import app, fail, run
 from embedsearch.core.constants import (
+    DEFAULT_CONVEX_ALPHA,
     DEFAULT_HNSW_EF_CONSTRUCTION,
     DEFAULT_HNSW_M,
+    DEFAULT_RRF_K,
     DEFAULT_TEXT_CONFIG,
 )
 from embedsearch.core.distance import Distance
+from embedsearch.core.errors import EmbedsearchError, InvalidInput
+from embedsearch.core.fusion import Fusion, FusionMethod
 from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 from embedsearch.store.records import CollectionOptions
 
@@ -102,3 +106,66 @@ def drop_collection(
 
     run(lambda deps: drop(deps, name))
     typer.echo(f"dropped {name}")
+
+
+@collections_app.command("set-fusion")
+def set_fusion(
+    name: Annotated[str, typer.Argument(help="The collection.")],
+    method: Annotated[
+        FusionMethod | None,
+        typer.Option(help="convex (weighted scores) or rrf (ranks); implied by --alpha or --k."),
+    ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(help=f"convex: the dense weight, 0 to 1 (default {DEFAULT_CONVEX_ALPHA})."),
+    ] = None,
+    k: Annotated[int | None, typer.Option(help=f"rrf: k (default {DEFAULT_RRF_K}).")] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Forget the stored fusion: the built-in one again.")
+    ] = False,
+) -> None:
+    """Store the fusion hybrid search uses for this collection when a request gives none
+    (`embedsearch eval --sweep` finds the best one for your judgments)."""
+    try:
+        fusion = _fusion(method, alpha, k, clear)
+    except EmbedsearchError as exc:
+        fail(exc)
+    from embedsearch.core import collections
+    from embedsearch.core.evaluation import fusion_label
+
+    record = run(lambda deps: collections.set_fusion(deps, name, fusion))
+    if fusion is None:
+        typer.echo(
+            f"cleared the default fusion of {record.name}: hybrid searches use the built-in "
+            f"{fusion_label(Fusion())}"
+        )
+    else:
+        typer.echo(
+            f"{record.name}: hybrid searches now fuse with {fusion_label(fusion)} by default"
+        )
+
+
+def _fusion(
+    method: FusionMethod | None, alpha: float | None, k: int | None, clear: bool
+) -> Fusion | None:
+    """The options as a checked Fusion (None for --clear), before the database starts."""
+    if clear:
+        if method is not None or alpha is not None or k is not None:
+            raise InvalidInput("--clear takes no --method, --alpha or --k", field="clear")
+        return None
+    if method is None:
+        if alpha is not None and k is not None:
+            raise InvalidInput("--alpha is for convex, --k for rrf: give one", field="method")
+        if alpha is None and k is None:
+            raise InvalidInput("give --method, --alpha or --k (or --clear)", field="method")
+        method = FusionMethod.RRF if k is not None else FusionMethod.CONVEX
+    if method is FusionMethod.CONVEX and k is not None:
+        raise InvalidInput("--k applies to rrf, not convex", field="k")
+    if method is FusionMethod.RRF and alpha is not None:
+        raise InvalidInput("--alpha applies to convex, not rrf", field="alpha")
+    fusion = Fusion(
+        method,
+        k=DEFAULT_RRF_K if k is None else k,
+        alpha=DEFAULT_CONVEX_ALPHA if alpha is None else alpha,
+    )
+    return fusion.check()

@@ -1,4 +1,5 @@
-"""`embedsearch eval DATASET_DIR`: retrieval quality and latency on a BEIR-format dataset."""
+"""`embedsearch eval DATASET_DIR`: retrieval quality and latency on a BEIR-format dataset;
+with --sweep, hybrid search's fusion settings scored on it (--save-fusion keeps the best)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from embedsearch.core.search_mode import SearchMode
 
 if TYPE_CHECKING:
     from embedsearch.core.deps import Deps
-    from embedsearch.core.evaluation import EvalResult
+    from embedsearch.core.evaluation import EvalResult, SweepResult
 
 _ALL_MODES = ",".join(mode.value for mode in SearchMode)  # also the --modes default
 
@@ -38,21 +39,43 @@ def evaluate(
     ] = None,
     split: Annotated[str, typer.Option(help="Which qrels file: qrels/<split>.tsv.")] = "test",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Also score hybrid fusions on these judgments (convex alpha 0.0 to 1.0, rrf "
+            "k 60, each list alone) and name the best for the collection.",
+        ),
+    ] = False,
+    save_fusion: Annotated[
+        bool,
+        typer.Option(
+            "--save-fusion",
+            help="With --sweep: store the best as the collection's default fusion (what "
+            "hybrid searches without `fusion` use).",
+        ),
+    ] = False,
 ) -> None:
     """Ingest the corpus into a scratch collection (re-runs embed nothing new), run every query
-    in each mode, and report nDCG@10, Recall@100, MRR@10, ANN recall@10 and latency."""
+    in each mode, and report nDCG@10, Recall@100, MRR@10, ANN recall@10 and latency. --sweep
+    then scores hybrid search's fusion settings on the same judgments and names the best one
+    for the collection; --save-fusion makes it the collection's default."""
     from rich.console import Console
 
-    from embedsearch.core.evaluation import EvalOptions
+    from embedsearch.core.collections import set_fusion
+    from embedsearch.core.evaluation import EvalOptions, fusion_label
     from embedsearch.core.evaluation import evaluate as run_evaluation
+    from embedsearch.core.evaluation import sweep as run_sweep
     from embedsearch.core.validation import check_collection_name
     from embedsearch.evaluation import load_dataset
     from embedsearch.evaluation.dataset import default_collection
-    from embedsearch.evaluation.report import print_table, to_json, to_markdown
+    from embedsearch.evaluation.report import print_sweep, print_table, to_json, to_markdown
 
     started = time.perf_counter()
     # Everything about the input is checked before the database and the model start.
     try:
+        if save_fusion and not sweep:
+            raise InvalidInput("--save-fusion stores what --sweep finds: add --sweep")
         chosen = _modes(modes)
         for path in (out_json, out_markdown):
             if path is not None and path.is_dir():
@@ -64,27 +87,48 @@ def evaluate(
 
     options = EvalOptions(modes=chosen, collection=name)
 
-    async def work(deps: Deps) -> EvalResult:
+    async def work(deps: Deps) -> tuple[EvalResult, SweepResult | None]:
         with _progress(quiet) as progress:
             ingesting = progress.add_task("ingest", total=dataset.documents)
             searching = progress.add_task("queries", total=len(dataset.queries) * len(chosen))
-            return await run_evaluation(
+            sweeping = progress.add_task("sweep", total=len(dataset.queries), visible=sweep)
+            result = await run_evaluation(
                 deps,
                 dataset,
                 options,
                 on_ingest=lambda docs, _chunks: progress.advance(ingesting, docs),
                 on_query=lambda _mode: progress.advance(searching),
             )
+            if not sweep:
+                return result, None
+            swept = await run_sweep(
+                deps, dataset, name, on_query=lambda: progress.advance(sweeping)
+            )
+        if save_fusion:
+            best = swept.best.fusion
+            assert best is not None  # the best is a fusion, never a list alone
+            await set_fusion(deps, name, best)
+        return result, swept
 
-    result = run(work)
-    print_table(result, Console())
+    result, swept = run(work)
+    console = Console()
+    print_table(result, console)
+    if swept is not None:
+        console.print()
+        print_sweep(swept, console)
+        if save_fusion:
+            assert swept.best.fusion is not None
+            typer.echo(
+                f"stored {fusion_label(swept.best.fusion)} as the default fusion of {name}: "
+                "hybrid searches that give no fusion use it"
+            )
     try:
         if out_json is not None:
             out_json.parent.mkdir(parents=True, exist_ok=True)
-            out_json.write_text(to_json(result), encoding="utf-8")
+            out_json.write_text(to_json(result, swept), encoding="utf-8")
         if out_markdown is not None:
             out_markdown.parent.mkdir(parents=True, exist_ok=True)
-            out_markdown.write_text(to_markdown(result), encoding="utf-8")
+            out_markdown.write_text(to_markdown(result, swept), encoding="utf-8")
     except OSError as exc:
         typer.echo(f"error: cannot write the results: {exc}", err=True)
         raise typer.Exit(EXIT_FAILURE) from None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from embedsearch.core.constants import DEFAULT_COLLECTION
 from embedsearch.core.deps import CachedRecord, Deps
 from embedsearch.core.errors import Conflict, InvalidInput, ModelMismatch, NotFound
+from embedsearch.core.fusion import Fusion
 from embedsearch.core.validation import (
     check_collection_name,
     check_embedder_spec,
@@ -172,3 +173,17 @@ async def ensure(
                 field=option,
             )
     return None
+
+
+async def set_fusion(deps: Deps, name: str, fusion: Fusion | None) -> CollectionRecord:
+    """Store the fusion hybrid search uses when a request gives none (None clears it: the
+    built-in default again). 404 for a missing collection; returns the updated record."""
+    if fusion is not None:
+        fusion.check()
+    record = (await resolve(deps, name)).record
+    await deps.store.registry.set_fusion(record.name, fusion.as_dict() if fusion else None)
+    forget_cached(deps, record.name)
+    updated = await deps.store.registry.get(record.name)
+    if updated is None:  # dropped meanwhile by another process
+        raise NotFound(f"collection {record.name!r} does not exist", field="collection")
+    return updated

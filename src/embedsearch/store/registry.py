@@ -74,7 +74,8 @@ class Registry:
                 return False
             await self._ddl.drop_chunk_table(conn, record.table)
             await conn.execute(sql.UNREGISTER_COLLECTION, (name,))
-            await conn.execute(bm25_sql.DROP_STATISTICS, {"collection": name})
+            for statement in (bm25_sql.DROP_STATISTICS, bm25_sql.DROP_DELTAS):
+                await conn.execute(statement, {"collection": name})
             return True
 
     async def _create(

@@ -13,6 +13,7 @@ from embedsearch.api.schemas import (
     CollectionCreate,
     CollectionList,
     CollectionPublic,
+    CollectionUpdate,
     IndexBuildPublic,
     IndexPublic,
     IndexRequest,
@@ -67,6 +68,16 @@ async def list_collections(deps: DepsDep) -> CollectionList:
 
 @router.get("/collections/{name}", response_model=CollectionPublic, responses=ERROR_RESPONSES)
 async def get_collection(name: str, deps: DepsDep) -> CollectionPublic:
+    return _public(*await collections.get(deps, name))
+
+
+@router.patch("/collections/{name}", response_model=CollectionPublic, responses=ERROR_RESPONSES)
+async def update_collection(name: str, body: CollectionUpdate, deps: DepsDep) -> CollectionPublic:
+    """Change a collection's settings; fields left out stay as they are. `fusion`: hybrid
+    search's default (null: the built-in one)."""
+    if "fusion" in body.model_fields_set:
+        fusion = body.fusion.fusion() if body.fusion is not None else None
+        await collections.set_fusion(deps, name, fusion)
     return _public(*await collections.get(deps, name))
 
 

@@ -140,9 +140,8 @@ CREATE OR REPLACE TRIGGER {deleted} AFTER DELETE ON {table}
     )
 
 
-DROP_STATISTICS = sql.SQL("""
-DELETE FROM embedsearch_bm25_stats WHERE collection = %(collection)s;
-DELETE FROM embedsearch_bm25_deltas WHERE collection = %(collection)s""")
+DROP_STATISTICS = sql.SQL("DELETE FROM embedsearch_bm25_stats WHERE collection = %(collection)s")
+DROP_DELTAS = sql.SQL("DELETE FROM embedsearch_bm25_deltas WHERE collection = %(collection)s")
 
 # Fold the deltas into the base (one compactor at a time per collection), dropping lexemes no
 # chunk holds any more.
