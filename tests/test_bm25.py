@@ -17,36 +17,10 @@ import pytest
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store import ChunkRows
 from tests.servers import bm25_recount, bm25_statistics, handle, open_store, rows
+from tests.test_ingest import WORDS  # skewed below: some in most chunks, some in few
 
 K1, B = 1.2, 0.75
 MODEL, DIMS = "all-MiniLM-L6-v2", 384
-WORDS = [
-    "cell",
-    "protein",
-    "gene",
-    "membrane",
-    "signal",
-    "enzyme",
-    "receptor",
-    "tissue",
-    "neuron",
-    "immune",
-    "virus",
-    "bacteria",
-    "river",
-    "mountain",
-    "forest",
-    "ocean",
-    "climate",
-    "carbon",
-    "energy",
-    "solar",
-    "wind",
-    "soil",
-    "crop",
-    "harvest",
-    "storage",
-]
 
 
 def texts(n: int, seed: int) -> list[str]:
