@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.quality
 	$(BIN)/python -m benchmarks.search
+	$(BIN)/python -m benchmarks.lexical
 	$(BIN)/python -m benchmarks.cli_start
 
 clean:

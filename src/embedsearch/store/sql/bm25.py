@@ -200,14 +200,12 @@ def score(table: str, condition: sql.Composable, *, websearch: bool) -> sql.Comp
 SELECT c.chunk_id, s.score, c.content, c.metadata, c.document_id
 FROM {table} AS c
 CROSS JOIN LATERAL (
-    SELECT sum(q.idf * t.tf * (%(k1)s + 1) / (t.tf + %(k1)s * (1 - %(b)s + %(b)s
+    SELECT sum((%(idf)s::float8[])[array_position(%(lexemes)s::text[], u.lexeme)] * t.tf
+        * (%(k1)s + 1) / (t.tf + %(k1)s * (1 - %(b)s + %(b)s
         * coalesce(c.bm25_length, embedsearch_tsvector_length(c.content_tsv)) / %(avgdl)s)))
         AS score
-    FROM (
-        SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1)::float8 AS tf
-        FROM unnest(ts_filter(setweight(c.content_tsv, 'A', %(lexemes)s::text[]), '{{a}}')) AS u
-    ) AS t
-    JOIN unnest(%(lexemes)s::text[], %(idf)s::float8[]) AS q (lexeme, idf) USING (lexeme)
+    FROM unnest(ts_filter(setweight(c.content_tsv, 'A', %(lexemes)s::text[]), '{{a}}')) AS u
+    CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS t
 ) AS s
 WHERE c.content_tsv @@ {match} AND {condition}
 ORDER BY s.score DESC, c.chunk_id
