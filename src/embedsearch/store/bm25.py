@@ -5,7 +5,7 @@ the collection's text search configuration. Exact top-k with MaxScore pruning: a
 most idf * (k1 + 1) to a chunk's score, so once `limit` real scores are known (from the chunks
 holding the rarest lexemes), lexemes whose bounds together stay below the k-th of them cannot
 lift a chunk holding only those into the top k, and only chunks holding one of the others are
-scored. Common words then cost nothing on large collections.
+scored. Common words then cost little on large collections.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ COMPACT_EVERY_WRITES = 64
 class QueryTerms:
     lexemes: list[str]
     idf: list[float]
+    df: list[int]  # chunks holding each lexeme
     avgdl: float
 
     def bound(self, i: int) -> float:
@@ -86,13 +87,18 @@ class Bm25:
             order = sorted(range(len(terms.lexemes)), key=terms.bound, reverse=True)
             if websearch or len(order) == 1:
                 return await scored(terms.lexemes)
-            # A first top-k from the rarest lexeme gives a score the k-th result must reach.
-            first = await scored([terms.lexemes[order[0]]])
+            # A first top-k from the rarest lexemes (enough of them to hold `limit` chunks)
+            # gives a score the k-th result must reach.
+            rare, held = 0, 0
+            while rare < len(order) - 1 and held < limit:
+                held += terms.df[order[rare]]
+                rare += 1
+            first = await scored([terms.lexemes[i] for i in order[:rare]])
             threshold = first[-1].score if len(first) == limit else 0.0
             essential, spare = list(order), 0.0
-            while essential and spare + terms.bound(essential[-1]) < threshold:
+            while len(essential) > rare and spare + terms.bound(essential[-1]) < threshold:
                 spare += terms.bound(essential.pop())
-            if len(essential) == 1:
+            if len(essential) == rare:
                 return first
             return await scored([terms.lexemes[i] for i in essential])
 
@@ -115,6 +121,7 @@ class Bm25:
         return QueryTerms(
             present,
             [idf(chunks, totals[lexeme][0]) for lexeme in present],
+            [totals[lexeme][0] for lexeme in present],
             max(length / chunks, 1.0),
         )
 

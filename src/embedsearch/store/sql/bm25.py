@@ -109,10 +109,12 @@ def count_all(table: str) -> sql.Composed:
 
 
 def add_length_column(table: str) -> sql.Composed:
-    # Nullable, no default: instant on any size of table; older rows are measured when read.
-    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS bm25_length INTEGER").format(
-        sql.Identifier(table)
-    )
+    """Nullable, no default: instant on any size of table; older rows are measured when read.
+    The tsvector is kept in the row from now on (rows written before stay where they are)."""
+    return sql.SQL(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS bm25_length INTEGER,"
+        " ALTER COLUMN content_tsv SET STORAGE MAIN"
+    ).format(sql.Identifier(table))
 
 
 def create_triggers(table: str, collection: str, text_config: str) -> sql.Composed:

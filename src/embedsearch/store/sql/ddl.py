@@ -47,7 +47,9 @@ ALTER TABLE {table}
     ADD COLUMN IF NOT EXISTS document_id  TEXT,
     ADD COLUMN IF NOT EXISTS content_tsv  tsvector
         GENERATED ALWAYS AS (to_tsvector({config}::regconfig, coalesce(content, ''))) STORED,
-    ADD COLUMN IF NOT EXISTS bm25_length  INTEGER;
+    ADD COLUMN IF NOT EXISTS bm25_length  INTEGER,
+    -- Kept in the row (compressed) rather than in TOAST: BM25 reads it for every candidate.
+    ALTER COLUMN content_tsv SET STORAGE MAIN;
 CREATE INDEX IF NOT EXISTS {doc_index} ON {table} (document_id);
 CREATE INDEX IF NOT EXISTS {meta_index} ON {table} USING gin (metadata jsonb_path_ops);
 CREATE INDEX IF NOT EXISTS {text_index} ON {table} USING gin (content_tsv)""").format(
