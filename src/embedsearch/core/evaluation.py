@@ -14,13 +14,12 @@ from embedsearch.core.chunking import ChunkingOptions
 from embedsearch.core.constants import (
     DEFAULT_CONVEX_ALPHA,
     DEFAULT_RRF_K,
-    HYBRID_CANDIDATES,
     MAX_LIMIT,
 )
 from embedsearch.core.deps import Deps
 from embedsearch.core.errors import InvalidInput
 from embedsearch.core.fusion import Fusion, FusionMethod, fuse
-from embedsearch.core.search import search
+from embedsearch.core.search import hybrid_depth, search
 from embedsearch.core.search_mode import SearchMode
 from embedsearch.core.validation import check_collection_name
 from embedsearch.evaluation import metrics
@@ -33,10 +32,9 @@ TIMED_LIMIT = 10  # latency and ANN recall are measured on what a RAG applicatio
 # First try for DEPTH distinct documents: documents run to about two chunks each in SciFact;
 # a query whose best chunks crowd into fewer documents asks again with a doubled limit.
 _FIRST_LIMIT = min(MAX_LIMIT, 3 * DEPTH)
-# The dense and lexical lists behind _ranked's hybrid searches: search() fetches
-# min(max(4 x limit, HYBRID_CANDIDATES), MAX_LIMIT) chunks of each, and every limit _ranked
-# asks for (_FIRST_LIMIT and up) already reaches the cap. A sweep fuses lists this long.
-SWEEP_DEPTH = min(max(4 * _FIRST_LIMIT, HYBRID_CANDIDATES), MAX_LIMIT)
+# The dense and lexical lists behind _ranked's hybrid searches: every limit _ranked asks for
+# (_FIRST_LIMIT and up) already reaches hybrid_depth's cap. A sweep fuses lists this long.
+SWEEP_DEPTH = hybrid_depth(_FIRST_LIMIT)
 SWEEP_ALPHAS = tuple(round(tenth / 10, 1) for tenth in range(11))  # 0.0, 0.1, ..., 1.0
 SWEEP_RRF_KS = (DEFAULT_RRF_K,)
 T = TypeVar("T")

@@ -53,6 +53,11 @@ class MmrOptions:
             )
 
 
+def hybrid_depth(limit: int) -> int:
+    """How many chunks each of hybrid's two lists holds by default."""
+    return min(max(limit * 4, HYBRID_CANDIDATES), MAX_LIMIT)
+
+
 async def search(
     deps: Deps,
     query: str,
@@ -110,7 +115,7 @@ async def search(
         hits = await chunks.bm25.search(query, limit=fetch, filter_=filter_)
     else:
         assert vector is not None
-        depth = candidates or min(max(fetch * 4, HYBRID_CANDIDATES), MAX_LIMIT)
+        depth = candidates or hybrid_depth(fetch)
         dense = await chunks.search(
             vector,
             limit=depth,
