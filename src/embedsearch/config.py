@@ -15,8 +15,13 @@ from embedsearch.core.constants import (
     DEFAULT_EMBEDDER,
     DEFAULT_INDEX_BUILD_MEMORY_MB,
     DEFAULT_MAX_BATCH_ITEMS,
+    DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DOCUMENT_CHARS,
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_METADATA_BYTES,
+    DEFAULT_MAX_QUEUED_TEXTS,
     DEFAULT_MAX_TEXT_CHARS,
+    DEFAULT_WRITE_RETRIES,
     HNSW_MAX_EF_SEARCH,
 )
 from embedsearch.core.validation import parse_embedder_spec
@@ -58,6 +63,24 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(default=DEFAULT_MAX_TEXT_CHARS, ge=1)
     max_batch_items: int = Field(default=DEFAULT_MAX_BATCH_ITEMS, ge=1)
     max_document_chars: int = Field(default=DEFAULT_MAX_DOCUMENT_CHARS, ge=1)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    max_metadata_bytes: int = Field(default=DEFAULT_MAX_METADATA_BYTES, ge=2)
+    max_json_depth: int = Field(default=DEFAULT_MAX_JSON_DEPTH, ge=1, le=1000)
+    # Texts waiting for the local model; past it requests get 429 with Retry-After.
+    max_queued_texts: int = Field(default=DEFAULT_MAX_QUEUED_TEXTS, ge=1)
+    write_retries: int = Field(default=DEFAULT_WRITE_RETRIES, ge=0, le=20)
+
+    # Access. Keys: comma-separated, or "@path" to a file with one key a line. Read keys may
+    # search and read, not write. With no keys, only loopback clients are served unless
+    # allow_unauthenticated (like Redis's protected mode).
+    api_keys: SecretStr | None = None
+    read_api_keys: SecretStr | None = None
+    allow_unauthenticated: bool = False
+    # Comma-separated origins allowed by CORS (unset: CORS off).
+    cors_origins: str | None = None
+
+    # Logs: "text" for people, "json" (one object a line) for collectors.
+    log_format: Literal["text", "json"] = "text"
     # A load of at least this many documents into an empty collection builds its HNSW index
     # once at the end instead of insert by insert (0: never).
     defer_index_min_documents: int = Field(default=DEFAULT_DEFER_INDEX_MIN_DOCUMENTS, ge=0)
