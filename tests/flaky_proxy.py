@@ -1,8 +1,12 @@
 """A real HTTP server in front of an OpenAI-compatible server: fails the first N requests with a
-chosen status (429, 500...), then forwards. Lets tests see retries and provider failures."""
+chosen status (429, 500...), then forwards. Lets tests see retries and provider failures.
+
+Its errors echo the request's Authorization header, as careless providers do, so tests can
+check that a provider's error text never reaches our clients or logs."""
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,7 +32,12 @@ class FlakyProxy:
                     proxy.requests += 1
                     fail = proxy.requests <= proxy.fail_first
                 if fail:
-                    payload = b'{"error": {"message": "try again later", "type": "rate_limit"}}'
+                    echoed = json.dumps(self.headers.get("authorization", ""))[1:-1]
+                    payload = (
+                        '{"error": {"message": "try again later; you sent Authorization: '
+                        + echoed
+                        + '", "type": "rate_limit"}}'
+                    ).encode()
                     self.send_response(proxy.status)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(payload)))

@@ -144,18 +144,33 @@ def test_rate_limits_are_retried(
         assert proxy.requests == before + 3
 
 
-@pytest.mark.parametrize("status", [500, 429])
-def test_provider_failure_is_a_502_and_stores_nothing(
-    server: LiveServer, embedded_pg: EmbeddedPostgres, tmp_path: Path, status: int
+@pytest.mark.parametrize("status", [500, 429, 401, 400])
+def test_provider_failure_is_our_error_without_the_providers_words(
+    server: LiveServer,
+    embedded_pg: EmbeddedPostgres,
+    tmp_path: Path,
+    status: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The proxy's errors echo our credential back: neither it nor the provider's text may
+    reach the client or the log, and nothing is stored."""
+    secret = "sk-echoed-secret-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
     with behind_proxy(server, embedded_pg, tmp_path, status=status, retries=1) as proxy_http_db:
         proxy, http, database_url = proxy_http_db
         proxy.fail_first = 10**9  # from now on every call fails
         response = http.post("/embed", json={"chunkId": "a", "text": "hello"})
-        assert response.status_code == 502
         error = response.json()["error"]
-        assert error["code"] == "provider_unavailable" and str(status) in error["message"]
-        assert http.post("/search/pgvector", json={"query": "hello"}).status_code == 502
+        if status == 400:  # the provider refused the text: the client's fault, and said so
+            assert response.status_code == 422 and error["code"] == "invalid_input"
+        else:
+            assert response.status_code == 502 and error["code"] == "provider_unavailable"
+        assert f"HTTP {status}" in error["message"]
+        search = http.post("/search/pgvector", json={"query": "hello"})
+        assert search.status_code == response.status_code
+        for text in (response.text, search.text, str(response.headers), caplog.text):
+            assert secret not in text and "try again later" not in text
     assert rows(database_url, "SELECT count(*) FROM chunk_embeddings") == [(0,)]
 
 

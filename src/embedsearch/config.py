@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # Comma-separated origins allowed by CORS (unset: CORS off).
     cors_origins: str | None = None
 
+    # On SIGTERM, how long requests in flight may run on; those still running then get 503.
+    shutdown_timeout_s: float = Field(default=30.0, ge=0, le=3600)
+
     # Logs: "text" for people, "json" (one object a line) for collectors.
     log_format: Literal["text", "json"] = "text"
     # A load of at least this many documents into an empty collection builds its HNSW index

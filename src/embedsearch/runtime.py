@@ -47,6 +47,7 @@ async def open_deps(
                 max_size=settings.pool_max_size,
                 timeout_s=settings.db_timeout_s,
                 ef_search=settings.ef_search,
+                write_retries=settings.write_retries,
             )
             stack.push_async_callback(store.close)
             await store.open()

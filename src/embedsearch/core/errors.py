@@ -57,6 +57,13 @@ class Conflict(EmbedsearchError):
     code = "conflict"
 
 
+class WriteConflict(Conflict):
+    """PostgreSQL aborted a write for a deadlock or a serialization failure (nothing of it was
+    stored) and it collided again on every retry."""
+
+    code = "write_conflict"
+
+
 class StaleDocument(Conflict):
     """A chunk assumed unchanged was rewritten by someone else meanwhile; redo the write
     (callers retry; after that it reaches the client as 409)."""
@@ -80,3 +87,15 @@ class MigrationFailed(EmbedsearchError):
 
     status = 503
     code = "migration_failed"
+
+
+class Overloaded(EmbedsearchError):
+    """Too much work is waiting (e.g. texts queued for the model); retry after `retry_after`
+    seconds (the API sends it as Retry-After)."""
+
+    status = 429
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

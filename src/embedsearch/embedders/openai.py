@@ -76,16 +76,12 @@ class OpenAIEmbedder:
         try:
             response = self._client.embeddings.create(**kwargs)
         except openai.APIStatusError as exc:
-            if exc.status_code in (400, 413, 422):
-                raise InvalidInput(
-                    f"the embedding provider rejected the input: {_provider_message(exc)}",
-                    field="text",
-                ) from None
-            raise ProviderUnavailable(
-                f"embedding provider error {exc.status_code}: {_provider_message(exc)}"
-            ) from None
-        except openai.APIError as exc:  # connection errors and timeouts, after retries
-            raise ProviderUnavailable(f"embedding provider unreachable: {exc.message}") from None
+            raise _status_error(exc.status_code, type(exc).__name__) from None
+        except openai.APITimeoutError:
+            raise ProviderUnavailable("the embedding provider did not answer in time") from None
+        except openai.APIError as exc:  # connection errors, after the SDK's retries
+            log.warning("embedding provider unreachable (%s)", type(exc).__name__)
+            raise ProviderUnavailable("the embedding provider is unreachable") from None
         rows = sorted(response.data, key=lambda item: item.index)
         if len(rows) != len(texts):
             raise ProviderUnavailable(
@@ -111,8 +107,21 @@ class OpenAIEmbedder:
         self._client.close()
 
 
-def _provider_message(exc: Any) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body)
-    message = error.get("message") if isinstance(error, dict) else None
-    return str(message or exc.message)[:500]
+# The provider's own error text never reaches clients or logs: providers echo requests (and
+# so credentials) back in their errors. Our words, by status class, and the status.
+_REASONS = {
+    401: "the embedding provider refused the service's credentials",
+    403: "the embedding provider refused the service's credentials",
+    404: "the embedding provider does not know the configured model",
+    429: "the embedding provider is rate limiting the service",
+}
+
+
+def _status_error(status: int, kind: str) -> InvalidInput | ProviderUnavailable:
+    log.warning("embedding provider answered HTTP %d (%s)", status, kind)
+    if status in (400, 413, 422):
+        return InvalidInput(
+            f"the embedding provider rejected the input (HTTP {status})", field="text"
+        )
+    reason = _REASONS.get(status, "the embedding provider failed")
+    return ProviderUnavailable(f"{reason} (HTTP {status})")

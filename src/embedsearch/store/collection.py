@@ -59,8 +59,7 @@ class CollectionHandle:
         """Insert or update rows in one transaction. Returns, per row, True if it was new."""
         if len(set(rows.chunk_ids)) != len(rows.chunk_ids):
             raise InvalidInput("the same chunkId appears twice in one request", field="chunkId")
-        async with self.database.writing() as conn:
-            returned = await self.write_rows(conn, rows)
+        returned = await self.database.transaction(lambda conn: self.write_rows(conn, rows))
         await self.compactions.wrote(self)
         inserted = {chunk_id: bool(flag) for chunk_id, flag in returned}
         return [inserted[chunk_id] for chunk_id in rows.chunk_ids]
@@ -101,14 +100,18 @@ class CollectionHandle:
         return await cur.fetchall()
 
     async def delete_chunk(self, chunk_id: str) -> bool:
-        async with self.database.writing() as conn:
+        async def delete(conn: Connection) -> bool:
             row = await (await conn.execute(sql.delete_chunk(self.table), (chunk_id,))).fetchone()
             if row is None:
                 return False
             if row[0] is not None:
                 await conn.execute(documents_sql.DECREMENT_DOCUMENT_CHUNKS, (self.name, row[0]))
-        await self.compactions.wrote(self)
-        return True
+            return True
+
+        deleted = await self.database.transaction(delete)
+        if deleted:
+            await self.compactions.wrote(self)
+        return deleted
 
     # Reads.
 

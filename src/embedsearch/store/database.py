@@ -1,31 +1,51 @@
 """Connections to PostgreSQL: the one place that decides which connection a statement uses.
 
-Reads (searches, lookups) go through `reading()`, writes through `writing()` (one
-transaction), and statements that cannot run inside a transaction (CREATE INDEX
+Reads (searches, lookups) go through `reading()`, writes through `transaction(work)` (one
+transaction, run again when PostgreSQL aborted it for a deadlock or a serialization failure) or
+`writing()` (one transaction, once), and statements that cannot run inside a transaction (CREATE INDEX
 CONCURRENTLY) through `dedicated()`. Today all three use the primary; read replicas will plug
 in behind `reading()`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from embedsearch.core.errors import DatabaseUnavailable
+from embedsearch.core.constants import DEFAULT_WRITE_RETRIES
+from embedsearch.core.errors import DatabaseUnavailable, WriteConflict
+
+log = logging.getLogger(__name__)
 
 Connection = psycopg.AsyncConnection[Any]
+T = TypeVar("T")
+
+
+# PostgreSQL aborted the transaction for another's sake; run again, it can succeed. (psycopg's
+# DeadlockDetected is an OperationalError, not a TransactionRollback.)
+_COLLISIONS = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.TransactionRollback,
+)
 
 
 @asynccontextmanager
 async def database_errors() -> AsyncIterator[None]:
-    """Turn connection-level failures into DatabaseUnavailable (HTTP 503)."""
+    """Turn connection-level failures into DatabaseUnavailable (HTTP 503), and a transaction
+    PostgreSQL aborted for a deadlock or a serialization failure into WriteConflict."""
     try:
         yield
+    except _COLLISIONS as exc:
+        raise WriteConflict(f"concurrent writes collided: {first_line(exc)}") from None
     except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
         raise DatabaseUnavailable(f"database unavailable: {first_line(exc)}") from None
 
@@ -39,9 +59,16 @@ class Database:
     """A connection pool to the primary, opened after the schema is migrated."""
 
     def __init__(
-        self, conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout_s: float = 5.0,
+        write_retries: int = DEFAULT_WRITE_RETRIES,
     ) -> None:
         self._conninfo = conninfo
+        self._write_retries = write_retries
         self._timeout_s = timeout_s
         self._pool = AsyncConnectionPool(
             conninfo,
@@ -76,6 +103,22 @@ class Database:
         """A pooled primary connection inside one transaction: all of it commits, or none."""
         async with database_errors(), self._pool.connection() as conn, conn.transaction():
             yield conn
+
+    async def transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """`work` in one transaction on the primary. PostgreSQL aborts one of two transactions
+        that deadlock (or fail to serialize) and nothing of it is written, so it is run again,
+        a bounded number of times, after a short random pause that splits the colliders up."""
+        attempt = 0
+        while True:
+            try:
+                async with self.writing() as conn:
+                    return await work(conn)
+            except WriteConflict:
+                if attempt >= self._write_retries:
+                    raise
+                attempt += 1
+                log.info("write collided with another; retrying (%d)", attempt)
+                await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
 
     @asynccontextmanager
     async def dedicated(self, *, autocommit: bool = True) -> AsyncIterator[Connection]:

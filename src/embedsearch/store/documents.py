@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from psycopg.types.json import Jsonb
 
 from embedsearch.core.errors import StaleDocument
+from embedsearch.store.database import Connection
 from embedsearch.store.records import DocumentRecord, DocumentState, DocumentWrite, concat_rows
 from embedsearch.store.sql import documents as sql
 
@@ -36,42 +37,51 @@ class DocumentStore:
     async def write(self, writes: Sequence[DocumentWrite]) -> list[bool]:
         """Replace each document's chunks with its new version, all in one transaction: no
         orphans and no half documents. Returns, per document, True if it was new."""
-        table = self._table
-        async with self._db.writing() as conn:
-            created = []
-            for write in writes:
-                await conn.execute(sql.LOCK_DOCUMENT, (self._name, write.document_id))
-            ids = [w.document_id for w in writes]
-            cur = await conn.execute(sql.chunk_hashes_of_documents(table, for_update=True), (ids,))
-            stored = {r[0]: r[1] for r in await cur.fetchall()}
-            for write in writes:
-                if any(stored.get(cid) != digest for cid, digest in write.reused.items()):
-                    raise StaleDocument(write.document_id)
-                await conn.execute(
-                    sql.delete_document_chunks_except(table), (write.document_id, write.chunk_ids)
-                )
-                if write.reused:
-                    metadata = Jsonb(write.metadata)
-                    await conn.execute(
-                        sql.update_chunk_metadata(table), (metadata, list(write.reused), metadata)
-                    )
-                row = await (
-                    await conn.execute(
-                        sql.UPSERT_DOCUMENT,
-                        (
-                            self._name,
-                            write.document_id,
-                            write.content_hash,
-                            Jsonb(write.metadata),
-                            len(write.chunk_ids),
-                        ),
-                    )
-                ).fetchone()
-                created.append(bool(row and row[0]))
-            rows = concat_rows([w.rows for w in writes if len(w.rows)])
-            if rows is not None:
-                await self._chunks.write_rows(conn, rows)
+        # In document id order: concurrent writes of overlapping documents take their locks
+        # in the same order and wait for one another instead of deadlocking.
+        order = sorted(range(len(writes)), key=lambda i: writes[i].document_id)
+        created = await self._db.transaction(
+            lambda conn: self._write(conn, [writes[i] for i in order])
+        )
         await self._chunks.compactions.wrote(self._chunks)
+        by_position = dict(zip(order, created, strict=True))
+        return [by_position[i] for i in range(len(writes))]
+
+    async def _write(self, conn: Connection, writes: Sequence[DocumentWrite]) -> list[bool]:
+        table = self._table
+        created = []
+        for write in writes:
+            await conn.execute(sql.LOCK_DOCUMENT, (self._name, write.document_id))
+        ids = [w.document_id for w in writes]
+        cur = await conn.execute(sql.chunk_hashes_of_documents(table, for_update=True), (ids,))
+        stored = {r[0]: r[1] for r in await cur.fetchall()}
+        for write in writes:
+            if any(stored.get(cid) != digest for cid, digest in write.reused.items()):
+                raise StaleDocument(write.document_id)
+            await conn.execute(
+                sql.delete_document_chunks_except(table), (write.document_id, write.chunk_ids)
+            )
+            if write.reused:
+                metadata = Jsonb(write.metadata)
+                await conn.execute(
+                    sql.update_chunk_metadata(table), (metadata, list(write.reused), metadata)
+                )
+            row = await (
+                await conn.execute(
+                    sql.UPSERT_DOCUMENT,
+                    (
+                        self._name,
+                        write.document_id,
+                        write.content_hash,
+                        Jsonb(write.metadata),
+                        len(write.chunk_ids),
+                    ),
+                )
+            ).fetchone()
+            created.append(bool(row and row[0]))
+        rows = concat_rows([w.rows for w in writes if len(w.rows)])
+        if rows is not None:
+            await self._chunks.write_rows(conn, rows)
         return created
 
     async def get(self, document_id: str) -> DocumentRecord | None:
@@ -87,11 +97,14 @@ class DocumentStore:
         )
 
     async def delete(self, document_id: str) -> bool:
-        async with self._db.writing() as conn:
+        async def delete(conn: Connection) -> bool:
             await conn.execute(sql.LOCK_DOCUMENT, (self._name, document_id))
             found = await (
                 await conn.execute(sql.DELETE_DOCUMENT, (self._name, document_id))
             ).fetchone()
             await conn.execute(sql.delete_document_chunks(self._table), (document_id,))
+            return found is not None
+
+        deleted = await self._db.transaction(delete)
         await self._chunks.compactions.wrote(self._chunks)
-        return found is not None
+        return deleted

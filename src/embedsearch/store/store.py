@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedsearch.core.constants import DEFAULT_EF_SEARCH
+from embedsearch.core.constants import DEFAULT_EF_SEARCH, DEFAULT_WRITE_RETRIES
 from embedsearch.store.bm25 import Compactions
 from embedsearch.store.collection import CollectionHandle
 from embedsearch.store.database import Database
@@ -26,9 +26,14 @@ class Store:
         max_size: int = 10,
         timeout_s: float = 5.0,
         ef_search: int = DEFAULT_EF_SEARCH,
+        write_retries: int = DEFAULT_WRITE_RETRIES,
     ) -> None:
         self.database = Database(
-            conninfo, min_size=min_size, max_size=max_size, timeout_s=timeout_s
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout_s=timeout_s,
+            write_retries=write_retries,
         )
         self.ef_search = ef_search
         ddl = Ddl()
