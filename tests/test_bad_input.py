@@ -46,7 +46,7 @@ EMBED_CASES = [
     pytest.param(
         {"chunkId": "keep", "text": "t", "metadata": {"k": "a\x00"}},
         422,
-        "metadata",
+        "metadata.k",
         id="nul-in-metadata",
     ),
     pytest.param({"chunkId": "keep", "text": "word " * 30_000}, 413, "text", id="text-too-large"),

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     cors_origins: str | None = None
 
     # On SIGTERM, how long requests in flight may run on; those still running then get 503.
-    shutdown_timeout_s: float = Field(default=30.0, ge=0, le=3600)
+    shutdown_timeout_s: int = Field(default=30, ge=0, le=3600)
 
     # Logs: "text" for people, "json" (one object a line) for collectors.
     log_format: Literal["text", "json"] = "text"

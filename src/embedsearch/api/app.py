@@ -9,15 +9,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from embedsearch import __version__
+from embedsearch.api.auth import install_access_control
 from embedsearch.api.errors import install_error_handlers
+from embedsearch.api.limits import BodySizeLimit
+from embedsearch.api.metrics import Metrics, ObserveRequests
 from embedsearch.api.routes import (
     chunks,
     collections,
     documents,
     health,
+    metrics,
     openai_compat,
     search,
 )
+from embedsearch.api.shutdown import ShutdownGuard
 from embedsearch.config import Settings
 from embedsearch.embedders import Embedder
 from embedsearch.runtime import open_deps
@@ -28,11 +33,13 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
     """Build the app. `embedder` lets tests and embedding hosts share one loaded model."""
     settings = settings or Settings()
+    observed = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_deps(settings, embedder=embedder, preload=True) as deps:
             app.state.deps = deps
+            observed.watch(deps.embedders)
             model = (await deps.embedders.default()).embedder
             log.info("embedsearch ready: model %s, %d dims", model.name, model.dimensions)
             yield
@@ -43,8 +50,18 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         version=__version__,
         description="Semantic search on PostgreSQL + pgvector.",
         lifespan=lifespan,
+        # Starlette's redirect puts the Host header into Location; errors.py redirects instead.
+        redirect_slashes=False,
     )
+    app.state.metrics = observed
     install_error_handlers(app)
-    for module in (chunks, documents, search, collections, health, openai_compat):
+    for module in (chunks, documents, search, collections, health, metrics, openai_compat):
         app.include_router(module.router)
+    # Innermost: a request cancelled by a shutdown's deadline answers 503 through the others.
+    app.add_middleware(ShutdownGuard)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Last, so the key check and CORS wrap every other middleware.
+    install_access_control(app, settings)
+    # After even that: outermost, so 401s and CORS answers carry the request id and count too.
+    app.add_middleware(ObserveRequests, metrics=observed)
     return app

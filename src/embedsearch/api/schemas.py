@@ -38,7 +38,16 @@ CollectionField = Field(
 )
 
 
-class ChunkItem(BaseModel):
+class RequestModel(BaseModel):
+    """A request body: strict types (no "5" for 5, true for 1, 5 for "5"; an int still does
+    for a float) and no unknown fields (a typo such as "distnce" must not pass as the default).
+    Enum fields say strict=False: FastAPI validates parsed JSON in python mode, where strict
+    takes only Enum instances, never the strings JSON has (lax takes exactly their values)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ChunkItem(RequestModel):
     chunkId: str = Field(min_length=1, max_length=MAX_CHUNK_ID_CHARS, examples=["chunk-123"])
     text: str = Field(min_length=1, examples=["Machine learning basics"])
     metadata: dict[str, Any] | None = Field(default=None, description="Any JSON object.")
@@ -57,7 +66,7 @@ class EmbedResponse(BaseModel):
     tokens: int | None = Field(description="Tokens in the text before truncation, if known.")
 
 
-class EmbedBatchRequest(BaseModel):
+class EmbedBatchRequest(RequestModel):
     items: list[ChunkItem] = Field(
         min_length=1, description="Chunks to embed and store, all or none."
     )
@@ -73,11 +82,13 @@ class EmbedBatchResponse(BaseModel):
     truncated: list[str] = Field(description="chunkIds whose text was cut to the model's window.")
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestModel):
     query: str = Field(min_length=1, examples=["explain neural networks"])
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     distance: Distance | None = Field(
-        default=None, description="cosine, l2 or inner_product (default: the collection's, cosine)"
+        default=None,
+        strict=False,
+        description="cosine, l2 or inner_product (default: the collection's, cosine)",
     )
     collection: str | None = CollectionField
     filter: dict[str, Any] | None = Field(
@@ -86,8 +97,8 @@ class SearchRequest(BaseModel):
     )
 
 
-class MmrRequest(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+class MmrRequest(RequestModel):
+    model_config = ConfigDict(populate_by_name=True)  # merged with RequestModel's
 
     lambda_: float = Field(
         default=DEFAULT_MMR_LAMBDA,
@@ -101,9 +112,10 @@ class MmrRequest(BaseModel):
     )
 
 
-class FusionRequest(BaseModel):
+class FusionRequest(RequestModel):
     method: FusionMethod = Field(
         default=FusionMethod(DEFAULT_FUSION),
+        strict=False,
         description="rrf (Reciprocal Rank Fusion of the ranks) or convex (alpha * dense + "
         "(1 - alpha) * lexical over per-query min-max normalized scores)",
     )
@@ -119,6 +131,7 @@ class FusionRequest(BaseModel):
 class SearchAnyRequest(SearchRequest):
     mode: SearchMode = Field(
         default=SearchMode.DENSE,
+        strict=False,
         description="dense (vector distance), lexical (BM25), hybrid (a fusion of both)",
     )
     fusion: FusionRequest | None = Field(
@@ -180,8 +193,8 @@ class SearchResponse(BaseModel):
     queryTruncated: bool
 
 
-class IndexRequest(BaseModel):
-    type: IndexType = IndexType.HNSW
+class IndexRequest(RequestModel):
+    type: IndexType = Field(default=IndexType.HNSW, strict=False)
     m: int = Field(
         default=DEFAULT_HNSW_M,
         ge=HNSW_M_RANGE[0],
@@ -205,15 +218,16 @@ class IndexRequest(BaseModel):
         return IndexSpec(self.type, self.m, self.efConstruction, self.lists)
 
 
-class CollectionCreate(BaseModel):
+class CollectionCreate(RequestModel):
     name: str = Field(examples=["papers"], description=f"^{COLLECTION_NAME_PATTERN}$")
     embedder: str | None = Field(
         default=None, examples=["local:all-MiniLM-L6-v2", "openai:text-embedding-3-small"]
     )
     dimensions: int | None = Field(default=None, ge=1, le=16000)
-    distance: Distance = Distance.COSINE
+    distance: Distance = Field(default=Distance.COSINE, strict=False)
     storage: Storage = Field(
         default=Storage.VECTOR,
+        strict=False,
         description="vector (float32) or halfvec (float16: half the size; indexes up to 4000 dims)",
     )
     normalize: bool = Field(
@@ -231,10 +245,9 @@ class CollectionCreate(BaseModel):
     )
 
 
-class CollectionUpdate(BaseModel):
-    """PATCH /collections/{name}: only the fields given change."""
-
-    model_config = ConfigDict(extra="forbid")  # a misspelt field must not pass as "no change"
+class CollectionUpdate(RequestModel):
+    """PATCH /collections/{name}: only the fields given change (a misspelt field must not
+    pass as "no change")."""
 
     fusion: FusionRequest | None = Field(
         default=None,
@@ -296,12 +309,12 @@ class CollectionList(BaseModel):
     collections: list[CollectionPublic]
 
 
-class Chunking(BaseModel):
+class Chunking(RequestModel):
     maxTokens: int | None = Field(default=None, ge=1, description="Default: the model's window.")
     overlap: int = Field(default=0, ge=0, description="Tokens shared by neighbouring chunks.")
 
 
-class DocumentCreate(BaseModel):
+class DocumentCreate(RequestModel):
     documentId: str = Field(
         min_length=1, max_length=MAX_DOCUMENT_ID_CHARS, examples=["handbook.md"]
     )
@@ -353,7 +366,7 @@ class ErrorResponse(BaseModel):
 
 # For the OpenAPI docs of endpoints that take input.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 422, 502, 503)
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 502, 503)
 }
 
 
@@ -369,7 +382,11 @@ class ReadyResponse(BaseModel):
 
 
 # The OpenAI embeddings protocol (https://platform.openai.com/docs/api-reference/embeddings).
-class OpenAIEmbeddingsRequest(BaseModel):
+class OpenAIEmbeddingsRequest(RequestModel):
+    """Every field the official SDK sends for embeddings.create (openai 3.51: model, input,
+    user, dimensions, encoding_format); others, e.g. through its extra_body, are refused as
+    unknown, as OpenAI's own API refuses unrecognized arguments."""
+
     model: str
     input: str | list[str] = Field(description="A string or a list of strings.")
     dimensions: int | None = Field(default=None, ge=1)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 
-from embedsearch.cli.common import app, settings
+from embedsearch.cli.common import app, fail, settings
+from embedsearch.core.errors import EmbedsearchError
+from embedsearch.logs import configure_logging
 
 
 @app.command()
@@ -23,11 +24,17 @@ def serve(
     from embedsearch.api.app import create_app
 
     config = settings()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(config)  # EMBEDSEARCH_LOG_FORMAT, request ids, secrets masked
+    try:  # a bad key file or origin list stops the start with one line, not a traceback
+        api = create_app(config)
+    except EmbedsearchError as exc:
+        fail(exc)
     uvicorn.run(
-        create_app(config),
+        api,
         host=host or config.host,
         port=port or config.port,
         log_level="info",
-        timeout_graceful_shutdown=10,
+        log_config=None,  # uvicorn's lines (access log too) go through our handler
+        # SIGTERM: requests in flight may finish for this long; later, ShutdownGuard's 503.
+        timeout_graceful_shutdown=config.shutdown_timeout_s,
     )

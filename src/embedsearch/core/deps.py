@@ -10,6 +10,8 @@ from embedsearch.core.constants import (
     DEFAULT_INDEX_BUILD_MEMORY_MB,
     DEFAULT_MAX_BATCH_ITEMS,
     DEFAULT_MAX_DOCUMENT_CHARS,
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_METADATA_BYTES,
     DEFAULT_MAX_TEXT_CHARS,
 )
 from embedsearch.embedders.registry import EmbedderRegistry
@@ -23,6 +25,9 @@ class Limits:
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
     max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS
+    # A chunk's or document's metadata: compact UTF-8 JSON size, and nesting (also of filters).
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     index_build_memory_bytes: int = DEFAULT_INDEX_BUILD_MEMORY_MB * 2**20
     # A load of at least this many documents into an empty collection builds its HNSW index
     # once at the end (0: never).
@@ -34,6 +39,8 @@ class Limits:
             max_text_chars=settings.max_text_chars,
             max_batch_items=settings.max_batch_items,
             max_document_chars=settings.max_document_chars,
+            max_metadata_bytes=settings.max_metadata_bytes,
+            max_json_depth=settings.max_json_depth,
             index_build_memory_bytes=settings.index_build_memory_mb * 2**20,
             defer_index_min_documents=settings.defer_index_min_documents,
         )

@@ -79,7 +79,12 @@ def validate(deps: Deps, documents: Sequence[DocumentInput]) -> None:
         prefix = "" if len(documents) == 1 else f"documents[{index}]."
         check_document_id(doc.document_id, field=f"{prefix}documentId")
         check_text(doc.text, max_chars=deps.limits.max_document_chars, field=f"{prefix}text")
-        check_metadata(doc.metadata, field=f"{prefix}metadata")
+        check_metadata(
+            doc.metadata,
+            f"{prefix}metadata",
+            max_bytes=deps.limits.max_metadata_bytes,
+            max_depth=deps.limits.max_json_depth,
+        )
         if doc.document_id in seen:
             raise InvalidInput(
                 f"document {doc.document_id!r} appears twice", field=f"{prefix}documentId"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from embedsearch.config import Settings
 from embedsearch.embedders import Embedder, build_embedder, check_local_dimensions
 from embedsearch.embedders.model_dir import configured_dimensions, resolve_model_dir
-from embedsearch.embedders.worker import EmbeddingWorker
+from embedsearch.embedders.worker import BatchObserver, EmbeddingWorker
 
 Key = tuple[str, int | None]  # (embedder spec, requested dimensions)
 
@@ -31,6 +31,8 @@ class EmbedderRegistry:
         self._workers: dict[Key, EmbeddingWorker] = {}
         self._owned: list[Embedder] = []
         self._lock = asyncio.Lock()
+        # Told of every model call of every worker, those loaded later too (api/metrics.py).
+        self.batch_observers: list[BatchObserver] = []
         if shared is not None:
             self._add(self._default_key, shared)
 
@@ -74,9 +76,17 @@ class EmbedderRegistry:
         embedder = (await self.get(*key)).embedder
         return EmbedderInfo(embedder.name, embedder.dimensions)
 
+    def workers(self) -> list[EmbeddingWorker]:
+        """The loaded workers, each once."""
+        return list(dict.fromkeys(self._workers.values()))
+
     def _add(self, key: Key, embedder: Embedder) -> None:
         worker = EmbeddingWorker(
-            embedder, batch_size=self._settings.batch_size, wait_ms=self._settings.batch_wait_ms
+            embedder,
+            batch_size=self._settings.batch_size,
+            wait_ms=self._settings.batch_wait_ms,
+            max_queued_texts=self._settings.max_queued_texts,
+            observers=self.batch_observers,  # the list itself: observers added later count
         )
         self._workers[key] = worker
         if key == self._default_key:  # the same model whether or not its size is named

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from embedsearch.api.deps import DepsDep
+from embedsearch.api.limits import JsonRoute
 from embedsearch.api.schemas import (
     ERROR_RESPONSES,
     ChunkPublic,
@@ -17,7 +18,7 @@ from embedsearch.core import chunks
 from embedsearch.core.chunks import ChunkInput
 from embedsearch.core.constants import DEFAULT_COLLECTION
 
-router = APIRouter(tags=["chunks"])
+router = APIRouter(tags=["chunks"], route_class=JsonRoute)
 
 
 @router.post("/embed", response_model=EmbedResponse, responses=ERROR_RESPONSES)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from embedsearch.api.deps import DepsDep
+from embedsearch.api.limits import JsonRoute
 from embedsearch.api.schemas import (
     ERROR_RESPONSES,
     CollectionCreate,
@@ -24,7 +25,7 @@ from embedsearch.core.indexing import MAX_SAMPLE, IndexReport
 from embedsearch.core.vector_index import IndexSpec
 from embedsearch.store.records import CollectionOptions, CollectionRecord
 
-router = APIRouter(tags=["collections"])
+router = APIRouter(tags=["collections"], route_class=JsonRoute)
 
 
 def _public(record: CollectionRecord, count: int) -> CollectionPublic:

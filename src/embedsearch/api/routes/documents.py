@@ -7,13 +7,14 @@ from typing import Literal
 from fastapi import APIRouter
 
 from embedsearch.api.deps import DepsDep
+from embedsearch.api.limits import JsonRoute
 from embedsearch.api.schemas import ERROR_RESPONSES, DocumentCreate, DocumentPublic, DocumentStored
 from embedsearch.core import documents
 from embedsearch.core.chunking import ChunkingOptions
 from embedsearch.core.constants import DEFAULT_COLLECTION
 from embedsearch.core.documents import DocumentInput
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], route_class=JsonRoute)
 
 
 @router.post("/documents", response_model=DocumentStored, responses=ERROR_RESPONSES)

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter
 
 from embedsearch.api.deps import DepsDep
+from embedsearch.api.limits import JsonRoute
 from embedsearch.api.schemas import (
     ERROR_RESPONSES,
     OpenAIEmbedding,
@@ -21,7 +22,7 @@ from embedsearch.api.schemas import (
 )
 from embedsearch.core.embeddings import embed_texts
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=JsonRoute)
 
 
 @router.post("/v1/embeddings", response_model=OpenAIEmbeddingsResponse, responses=ERROR_RESPONSES)

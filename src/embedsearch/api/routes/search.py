@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from embedsearch.api.deps import DepsDep
+from embedsearch.api.limits import JsonRoute
 from embedsearch.api.schemas import (
     ERROR_RESPONSES,
     SearchAnyRequest,
@@ -17,8 +18,9 @@ from embedsearch.core import search as use_case
 from embedsearch.core.fusion import Fusion, FusionMethod
 from embedsearch.core.search import MmrOptions, SearchOutcome
 from embedsearch.core.search_mode import SearchMode
+from embedsearch.core.validation import check_filter
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], route_class=JsonRoute)
 
 
 def _response(outcome: SearchOutcome, mode: SearchMode) -> SearchResponse:
@@ -50,7 +52,7 @@ async def search_pgvector(body: SearchRequest, deps: DepsDep) -> SearchResponse:
         limit=body.limit,
         distance=body.distance,
         collection=body.collection,
-        filter_=body.filter,
+        filter_=check_filter(body.filter, max_depth=deps.limits.max_json_depth),
     )
     return _response(outcome, SearchMode.DENSE)
 
@@ -71,7 +73,7 @@ async def search(body: SearchAnyRequest, deps: DepsDep) -> SearchResponse:
         limit=body.limit,
         distance=body.distance,
         collection=body.collection,
-        filter_=body.filter,
+        filter_=check_filter(body.filter, max_depth=deps.limits.max_json_depth),
         fusion=_fusion(body),
         candidates=body.candidates,
         mmr=MmrOptions(body.mmr.lambda_, body.mmr.fetchK) if body.mmr else None,

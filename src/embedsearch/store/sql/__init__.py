@@ -7,6 +7,7 @@
     search.py     dense, lexical and hybrid search, and the per-transaction index settings
     documents.py  documents and their chunks
     indexes.py    index administration: catalog reads, build locks and progress
+    metrics.py    the catalog's estimates that /metrics reports
 
 Identifiers go through sql.Identifier, values are parameters.
 """
