@@ -10,8 +10,11 @@ only the status line, headers and body length: a few tens of microseconds a requ
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
@@ -31,6 +34,15 @@ def encode_posts(url: str, path: str, bodies: list[dict[str, object]]) -> list[b
 async def _exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
 ) -> None:
+    status, body = await _send(reader, writer, request)
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {body[:200].decode(errors='replace')}")
+
+
+async def _send(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    """One request on a keep-alive connection: (status, body)."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = head.split(b" ", 2)[1]
@@ -39,9 +51,7 @@ async def _exchange(
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
-    body = await reader.readexactly(length)
-    if status != b"200":
-        raise RuntimeError(f"HTTP {status.decode()}: {body[:200].decode(errors='replace')}")
+    return int(status), await reader.readexactly(length)
 
 
 async def _timed_run(url: str, requests: list[bytes], connections: int) -> float:
@@ -70,3 +80,54 @@ async def _timed_run(url: str, requests: list[bytes], connections: int) -> float
 
 def timed_run(url: str, requests: list[bytes], connections: int) -> float:
     return asyncio.run(_timed_run(url, requests, connections))
+
+
+@dataclass
+class Load:
+    """What a time-bounded run saw: per-request latencies (s) of 200s, other statuses."""
+
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def qps(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    @property
+    def errors(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status != 200)
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def _load_for(url: str, requests: list[bytes], clients: int, duration: float) -> Load:
+    """`clients` keep-alive connections, each sending the next request as soon as its last
+    answered, for `duration` seconds (requests cycle)."""
+    parts = urlsplit(url)
+    streams = [await asyncio.open_connection(parts.hostname, parts.port) for _ in range(clients)]
+    load = Load(duration)
+    upcoming = itertools.cycle(requests)
+    began = time.perf_counter()
+    deadline = began + duration
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (start := time.perf_counter()) < deadline:
+            status, _ = await _send(reader, writer, next(upcoming))
+            load.statuses[status] += 1
+            if status == 200:
+                load.latencies.append(time.perf_counter() - start)
+
+    try:
+        await asyncio.gather(*(client(*stream) for stream in streams))
+        load.seconds = time.perf_counter() - began
+    finally:
+        for _, writer in streams:
+            writer.close()
+    return load
+
+
+def load_for(url: str, requests: list[bytes], clients: int, duration: float) -> Load:
+    return asyncio.run(_load_for(url, requests, clients, duration))

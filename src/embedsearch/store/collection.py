@@ -20,7 +20,7 @@ from embedsearch.core.distance import Distance
 from embedsearch.core.errors import InvalidInput
 from embedsearch.core.vector_index import Storage
 from embedsearch.store.bm25 import Bm25, Compactions
-from embedsearch.store.database import Connection, Database
+from embedsearch.store.database import Connection, Database, Statement
 from embedsearch.store.documents import DocumentStore
 from embedsearch.store.filters import compile_filter
 from embedsearch.store.records import ChunkRecord, ChunkRows, SearchHit, TableLayout
@@ -30,8 +30,6 @@ from embedsearch.store.sql import search as search_sql
 
 # Rows at or below this go through INSERTs; above, through binary COPY into a staging table.
 _COPY_THRESHOLD = 8
-# pgvector's own hnsw.ef_search default: what a transaction has unless we set it.
-_PG_EF_SEARCH = 40
 
 
 @dataclass(frozen=True)
@@ -164,13 +162,10 @@ class CollectionHandle:
             order_by=layout.order_by(distance, exact=exact),
             storage=layout.storage,
         )
-        async with self.database.reading() as conn, conn.transaction():
-            if exact:
-                await conn.execute(search_sql.DISABLE_INDEX_SCANS)
-            else:
-                await self._tune_index_scan(
-                    conn, limit, ef_search or self.ef_search, probes, filter_ is not None
-                )
+        settings = self._scan_settings(
+            limit, ef_search or self.ef_search, probes, filter_ is not None, exact
+        )
+        async with self.database.reading(settings) as conn:
             rows = await (await conn.execute(statement, params)).fetchall()
         hits = [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
         # Ordered through the index; for unit vectors every metric agrees, and a stable sort
@@ -178,16 +173,21 @@ class CollectionHandle:
         hits.sort(key=lambda hit: hit.score)
         return hits
 
-    async def _tune_index_scan(
-        self, conn: Connection, limit: int, ef_search: int, probes: int | None, filtered: bool
-    ) -> None:
-        """Per-transaction index settings: HNSW's candidate list, IVFFlat's lists to scan, and
-        iterative scans so a filter still yields `limit` rows."""
+    def _scan_settings(
+        self, limit: int, ef_search: int, probes: int | None, filtered: bool, exact: bool
+    ) -> list[Statement]:
+        """Transaction-local index settings: exact scans, HNSW's candidate list, IVFFlat's
+        lists to scan, and iterative scans so a filter still yields `limit` rows. None for a
+        plain search with the defaults (the session has them): one round trip then."""
+        if exact:
+            return [(search_sql.DISABLE_INDEX_SCANS, None)]
+        settings: list[Statement] = []
         ef = min(max(limit, ef_search), HNSW_MAX_EF_SEARCH)
-        if ef != _PG_EF_SEARCH:
-            await conn.execute(search_sql.SET_EF_SEARCH, (str(ef),))
+        if ef != self.ef_search:  # the pooled sessions start at the store's default
+            settings.append((search_sql.SET_EF_SEARCH, (str(ef),)))
         probes = probes or self.layout.probes
         if probes is not None:
-            await conn.execute(search_sql.SET_PROBES, (str(probes),))
+            settings.append((search_sql.SET_PROBES, (str(probes),)))
         if filtered:
-            await conn.execute(search_sql.SET_ITERATIVE_SCAN)
+            settings.append((search_sql.SET_ITERATIVE_SCAN, None))
+        return settings

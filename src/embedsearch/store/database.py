@@ -2,9 +2,13 @@
 
 Reads (searches, lookups) go through `reading()`, writes through `transaction(work)` (one
 transaction, run again when PostgreSQL aborted it for a deadlock or a serialization failure) or
-`writing()` (one transaction, once), and statements that cannot run inside a transaction (CREATE INDEX
-CONCURRENTLY) through `dedicated()`. Today all three use the primary; read replicas will plug
-in behind `reading()`.
+`writing()` (one transaction, once), and statements that cannot run inside a transaction (CREATE
+INDEX CONCURRENTLY) through `dedicated()`. Today all three use the primary; read replicas will
+plug in behind `reading()`.
+
+Pooled connections are in autocommit mode: a read of one statement is one round trip (no BEGIN,
+no ROLLBACK when the connection goes back); reads that need one snapshot or transaction-local
+settings open a transaction (`reading(settings)`, or `conn.transaction()`).
 """
 
 from __future__ import annotations
@@ -12,21 +16,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from embedsearch.core.constants import DEFAULT_WRITE_RETRIES
 from embedsearch.core.errors import DatabaseUnavailable, WriteConflict
+from embedsearch.store.sql import search as search_sql
 
 log = logging.getLogger(__name__)
 
 Connection = psycopg.AsyncConnection[Any]
 T = TypeVar("T")
+# A statement and its parameters, e.g. a transaction-local setting.
+Statement = tuple[psycopg.sql.SQL, Sequence[Any] | None]
+
+# A pooled connection used within this long is handed out again without a check round trip;
+# one idle longer is checked first (a server restart is then noticed before a request uses it).
+_CHECK_IF_IDLE_S = 2.0
 
 
 # PostgreSQL aborted the transaction for another's sake; run again, it can succeed. (psycopg's
@@ -36,6 +50,26 @@ _COLLISIONS = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.TransactionRollback,
 )
+
+
+# While the server is down the pool retries connecting with a backoff that doubles without end
+# (after a minute's outage, a minute between tries); capped, it is back within a second.
+_MAX_RECONNECT_DELAY_S = 1.0
+
+
+class _CappedBackoff(AttemptWithBackoff):
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, _MAX_RECONNECT_DELAY_S)
+
+
+class _Pool(AsyncConnectionPool[Connection]):
+    # psycopg_pool (pinned) has no setting for the backoff: its one retry hook, overridden.
+    async def _add_connection(
+        self, attempt: AttemptWithBackoff | None, growing: bool = False
+    ) -> None:
+        attempt = attempt or _CappedBackoff(timeout=self.reconnect_timeout)
+        await super()._add_connection(attempt, growing)
 
 
 @asynccontextmanager
@@ -66,20 +100,42 @@ class Database:
         max_size: int = 10,
         timeout_s: float = 5.0,
         write_retries: int = DEFAULT_WRITE_RETRIES,
+        session_settings: Mapping[str, str] | None = None,
     ) -> None:
         self._conninfo = conninfo
         self._write_retries = write_retries
         self._timeout_s = timeout_s
-        self._pool = AsyncConnectionPool(
+        self._session_settings = dict(session_settings or {})
+        self._failed_at = 0.0  # time.monotonic() of the last connection-level failure
+        self._last_used: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+        self._pool = _Pool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout_s,
             open=False,
-            configure=register_vector_async,
-            check=AsyncConnectionPool.check_connection,
-            kwargs={"connect_timeout": self._connect_timeout},
+            configure=self._configure,
+            check=self._check_if_idle,
+            reset=self._note_use,
+            kwargs={"connect_timeout": self._connect_timeout, "autocommit": True},
         )
+
+    async def _configure(self, conn: Connection) -> None:
+        """Once per new connection: pgvector's types, and the session's default settings (so
+        that a request with the defaults sets nothing)."""
+        await register_vector_async(conn)
+        for name, value in self._session_settings.items():
+            await conn.execute(search_sql.SET_SESSION_DEFAULT, (name, value))
+
+    async def _check_if_idle(self, conn: Connection) -> None:
+        """Check a connection idle for a while, or last used before a connection failed (the
+        server may have restarted under it); skip the round trip for the rest."""
+        used = self._last_used.get(conn, 0.0)
+        if used < self._failed_at or time.monotonic() - used > _CHECK_IF_IDLE_S:
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def _note_use(self, conn: Connection) -> None:
+        self._last_used[conn] = time.monotonic()
 
     @property
     def _connect_timeout(self) -> int:
@@ -93,15 +149,34 @@ class Database:
         await self._pool.close()
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[Connection]:
-        """A pooled connection for reads (autocommit off: each read is its own transaction)."""
-        async with database_errors(), self._pool.connection() as conn:
-            yield conn
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; a connection-level failure marks every pooled connection as
+        one to check before its next use."""
+        try:
+            async with database_errors(), self._pool.connection() as conn:
+                yield conn
+        except DatabaseUnavailable:
+            self._failed_at = time.monotonic()
+            raise
+
+    @asynccontextmanager
+    async def reading(self, settings: Sequence[Statement] = ()) -> AsyncIterator[Connection]:
+        """A pooled connection for reads. Each statement is its own transaction, unless
+        `settings` are given: those (transaction-local settings) and the caller's statements
+        then share one transaction."""
+        async with self._connection() as conn:
+            if not settings:
+                yield conn
+                return
+            async with conn.transaction():
+                for statement, params in settings:
+                    await conn.execute(statement, params)
+                yield conn
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[Connection]:
         """A pooled primary connection inside one transaction: all of it commits, or none."""
-        async with database_errors(), self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             yield conn
 
     async def transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:

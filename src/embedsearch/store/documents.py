@@ -85,7 +85,7 @@ class DocumentStore:
         return created
 
     async def get(self, document_id: str) -> DocumentRecord | None:
-        async with self._db.reading() as conn:
+        async with self._db.reading() as conn, conn.transaction():  # one snapshot for both
             row = await (await conn.execute(sql.GET_DOCUMENT, (self._name, document_id))).fetchone()
             if row is None:
                 return None

@@ -34,6 +34,8 @@ class Store:
             max_size=max_size,
             timeout_s=timeout_s,
             write_retries=write_retries,
+            # Every session starts at the default: a search with it sets nothing.
+            session_settings={"hnsw.ef_search": str(ef_search)},
         )
         self.ef_search = ef_search
         ddl = Ddl()

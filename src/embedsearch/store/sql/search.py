@@ -8,6 +8,8 @@ from embedsearch.core.distance import Distance
 from embedsearch.core.vector_index import Storage
 
 SET_EF_SEARCH = sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)")
+# A session-level default (each pooled connection gets them once).
+SET_SESSION_DEFAULT = sql.SQL("SELECT set_config(%s, %s, false)")
 SET_PROBES = sql.SQL("SELECT set_config('ivfflat.probes', %s, true)")
 # pgvector >= 0.8: keep scanning the index until `limit` rows pass the filter.
 SET_ITERATIVE_SCAN = sql.SQL(
