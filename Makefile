@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 0.0.0.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test lint bench bench-load clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ bench: install
 	$(BIN)/python -m benchmarks.search
 	$(BIN)/python -m benchmarks.lexical
 	$(BIN)/python -m benchmarks.cli_start
+
+# 16 clients on /search/pgvector, /search hybrid and /embed, against the previous release.
+bench-load: install
+	$(BIN)/python -m benchmarks.load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

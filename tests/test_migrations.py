@@ -64,6 +64,11 @@ def snapshot(url: str) -> dict[str, Any]:
     return found
 
 
+EMBEDDING_STORAGE = (
+    "SELECT attstorage FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'"
+)
+
+
 def plain_rows(url: str, query: str) -> list[tuple[Any, ...]]:
     """`rows` without the vector type, for a database that may not have the extension."""
     with psycopg.connect(url) as conn:
@@ -122,6 +127,9 @@ def test_a_version_1_database_upgrades_in_place_and_searches_the_same(
         # Version 3 counted the stored chunks for BM25.
         for name, table in zip(COLLECTIONS, TABLES, strict=True):
             assert bm25_statistics(url, name) == bm25_recount(url, table), name
+        # Version 4: vectors are kept in the row from now on ('m': MAIN).
+        for table in TABLES:
+            assert rows(url, EMBEDDING_STORAGE, (table,)) == [("m",)], table
         listed = {c["name"]: c["count"] for c in http.get("/collections").json()["collections"]}
         assert listed == {
             name: len(before[table]) for name, table in zip(COLLECTIONS, TABLES, strict=True)

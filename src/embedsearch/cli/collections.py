@@ -108,6 +108,19 @@ def drop_collection(
     typer.echo(f"dropped {name}")
 
 
+@collections_app.command("compact")
+def compact_collection(
+    name: Annotated[str, typer.Argument(help="The collection to rewrite.")],
+) -> None:
+    """Rewrite a collection's table: vectors stored by releases before schema version 4 move
+    from TOAST into the rows (faster searches), dead rows are dropped. Reads and writes of the
+    collection wait while it runs."""
+    from embedsearch.core.collections import compact
+
+    before, after = run(lambda deps: compact(deps, name))
+    typer.echo(f"compacted {name}: {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")
+
+
 @collections_app.command("set-fusion")
 def set_fusion(
     name: Annotated[str, typer.Argument(help="The collection.")],

@@ -94,6 +94,11 @@ class IndexAdmin:
             await self._ddl.drop_index(conn, index.name)
             return True
 
+    async def rewrite(self, record: CollectionRecord) -> None:
+        """Rewrite the collection's table (it is locked meanwhile: reads and writes wait)."""
+        async with self._db.dedicated() as conn:
+            await conn.execute(sql.rewrite_table(record.table))
+
     async def progress(self, record: CollectionRecord) -> IndexBuildProgress | None:
         async with self._db.reading() as conn:
             cur = await conn.execute(sql.INDEX_BUILD_PROGRESS, (record.table,))

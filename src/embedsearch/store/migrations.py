@@ -72,6 +72,20 @@ async def _count_existing_chunks(conn: Connection, table: str, collection: str) 
             log.info("BM25 statistics for %s: %d chunks counted", collection, counted)
 
 
+async def _m004_vectors_inline(conn: Connection) -> None:
+    for table, name in await (await conn.execute(sql.REGISTERED_COLLECTIONS)).fetchall():
+        await conn.execute(sql.v4_vectors_inline(table))
+        toasted = await (await conn.execute(sql.TOASTED_VECTORS, (table,))).fetchone()
+        if toasted and toasted[0]:
+            log.warning(
+                "collection %s: vectors stored before may sit in TOAST (slower searches) until "
+                "rewritten; `embedsearch collections compact %s` rewrites them now (the "
+                "collection is locked while it runs)",
+                name,
+                name,
+            )
+
+
 MIGRATIONS = (
     Migration(1, "collection registry and documents", _m001_registry_and_documents),
     Migration(
@@ -80,6 +94,7 @@ MIGRATIONS = (
     Migration(
         3, "BM25 statistics; text search configuration and fusion per collection", _m003_bm25
     ),
+    Migration(4, "vectors kept in the row, not in TOAST", _m004_vectors_inline),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -49,7 +49,10 @@ ALTER TABLE {table}
         GENERATED ALWAYS AS (to_tsvector({config}::regconfig, coalesce(content, ''))) STORED,
     ADD COLUMN IF NOT EXISTS bm25_length  INTEGER,
     -- Kept in the row (compressed) rather than in TOAST: BM25 reads it for every candidate.
-    ALTER COLUMN content_tsv SET STORAGE MAIN;
+    ALTER COLUMN content_tsv SET STORAGE MAIN,
+    -- The same for the vector (pgvector's default, EXTERNAL, moves it out past ~2 kB rows):
+    -- a search reads it for every row it scores (see sql/schema.py, migration 4).
+    ALTER COLUMN embedding SET STORAGE MAIN;
 CREATE INDEX IF NOT EXISTS {doc_index} ON {table} (document_id);
 CREATE INDEX IF NOT EXISTS {meta_index} ON {table} USING gin (metadata jsonb_path_ops);
 CREATE INDEX IF NOT EXISTS {text_index} ON {table} USING gin (content_tsv)""").format(

@@ -36,3 +36,9 @@ def sample_vectors(table: str) -> sql.Composed:
 
 def is_empty(table: str) -> sql.Composed:
     return sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(sql.Identifier(table))
+
+
+def rewrite_table(table: str) -> sql.Composed:
+    """VACUUM FULL: a fresh copy of the table and its indexes, each vector stored as the
+    column's storage now says (migration 4: in the row), dead rows gone."""
+    return sql.SQL("VACUUM (FULL, ANALYZE) {}").format(sql.Identifier(table))
