@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--baseline", default=BASELINE_REF)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument(
+        "--only", action="append", default=None, help="endpoint names to run (repeatable)"
+    )
     args = parser.parse_args()
     data = beir.load()
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
@@ -144,7 +147,8 @@ def main() -> None:
                 slug = name.split()[0]
                 servers[name] = start(slug, create_database(postgres.url, slug), workdir, source)
                 fill(servers[name], data)
-            run(args, servers, endpoints(data))
+            targets = [e for e in endpoints(data) if not args.only or e.name in args.only]
+            run(args, servers, targets)
         finally:
             for server in servers.values():
                 server.close()
