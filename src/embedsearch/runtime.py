@@ -26,7 +26,7 @@ async def _database_url(settings: Settings, stack: AsyncExitStack) -> str:
         log.info("using external PostgreSQL")
         return settings.database_url.get_secret_value()
     embedded = await asyncio.to_thread(EmbeddedPostgres, settings.pgdata)
-    stack.callback(embedded.stop)
+    stack.push_async_callback(asyncio.to_thread, embedded.stop)  # pg_ctl stop: off the loop
     return embedded.url
 
 

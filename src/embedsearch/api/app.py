@@ -22,18 +22,22 @@ from embedsearch.api.routes import (
     openai_compat,
     search,
 )
-from embedsearch.api.shutdown import ShutdownGuard
+from embedsearch.api.shutdown import InFlight, ShutdownGuard
 from embedsearch.config import Settings
 from embedsearch.embedders import Embedder
 from embedsearch.runtime import open_deps
 
 log = logging.getLogger(__name__)
+# After a shutdown's deadline: how long cancelled requests get to send their 503 (a query's
+# cancel needs PostgreSQL's answer; psycopg waits up to 5 s for it).
+_CANCELLED_REQUESTS_WAIT_S = 6.0
 
 
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
     """Build the app. `embedder` lets tests and embedding hosts share one loaded model."""
     settings = settings or Settings()
     observed = Metrics()
+    inflight = InFlight()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,6 +47,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             model = (await deps.embedders.default()).embedder
             log.info("embedsearch ready: model %s, %d dims", model.name, model.dimensions)
             yield
+            # Requests a shutdown cancelled finish their answer before the pool closes.
+            await inflight.wait(_CANCELLED_REQUESTS_WAIT_S)
             app.state.deps = None
 
     app = FastAPI(
@@ -58,7 +64,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     for module in (chunks, documents, search, collections, health, metrics, openai_compat):
         app.include_router(module.router)
     # Innermost: a request cancelled by a shutdown's deadline answers 503 through the others.
-    app.add_middleware(ShutdownGuard)
+    app.add_middleware(ShutdownGuard, inflight=inflight)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Last, so the key check and CORS wrap every other middleware.
     install_access_control(app, settings)

@@ -22,7 +22,7 @@ from embedsearch.core.errors import InvalidInput
 from embedsearch.core.fusion import Fusion, fuse
 from embedsearch.core.mmr import mmr as maximal_marginal_relevance
 from embedsearch.core.search_mode import SearchMode
-from embedsearch.core.validation import check_limit, check_text
+from embedsearch.core.validation import check_filter, check_limit, check_text
 from embedsearch.embedders.base import normalize_rows
 from embedsearch.store import SearchHit
 
@@ -87,8 +87,7 @@ async def search(
         raise InvalidInput(
             f"candidates must be between limit ({limit}) and {MAX_LIMIT}", field="candidates"
         )
-    if filter_ is not None and not isinstance(filter_, dict):
-        raise InvalidInput("filter must be a JSON object", field="filter")
+    filter_ = check_filter(filter_, max_depth=deps.limits.max_json_depth)  # API, CLI, library
     if mmr is not None:
         mmr.check(limit)
     target = await resolve(deps, collection)

@@ -18,7 +18,6 @@ from embedsearch.core import search as use_case
 from embedsearch.core.fusion import Fusion, FusionMethod
 from embedsearch.core.search import MmrOptions, SearchOutcome
 from embedsearch.core.search_mode import SearchMode
-from embedsearch.core.validation import check_filter
 
 router = APIRouter(tags=["search"], route_class=JsonRoute)
 
@@ -52,7 +51,7 @@ async def search_pgvector(body: SearchRequest, deps: DepsDep) -> SearchResponse:
         limit=body.limit,
         distance=body.distance,
         collection=body.collection,
-        filter_=check_filter(body.filter, max_depth=deps.limits.max_json_depth),
+        filter_=body.filter,
     )
     return _response(outcome, SearchMode.DENSE)
 
@@ -73,7 +72,7 @@ async def search(body: SearchAnyRequest, deps: DepsDep) -> SearchResponse:
         limit=body.limit,
         distance=body.distance,
         collection=body.collection,
-        filter_=check_filter(body.filter, max_depth=deps.limits.max_json_depth),
+        filter_=body.filter,
         fusion=_fusion(body),
         candidates=body.candidates,
         mmr=MmrOptions(body.mmr.lambda_, body.mmr.fetchK) if body.mmr else None,
