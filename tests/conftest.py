@@ -13,7 +13,7 @@ from embedsearch.api.app import create_app
 from embedsearch.config import Settings
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store.embedded import EmbeddedPostgres
-from tests.servers import LiveServer, create_database, live_server
+from tests.servers import LiveServer, TcpPostgres, create_database, live_server
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +21,16 @@ def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPo
     server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "pgdata")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def tcp_pg(
+    tmp_path_factory: pytest.TempPathFactory, embedded_pg: EmbeddedPostgres
+) -> Iterator[TcpPostgres]:
+    """A PostgreSQL of its own on TCP with a password, that a test may stop and start."""
+    server = TcpPostgres(tmp_path_factory.mktemp("tcp-pg"))
+    yield server
+    server.destroy()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,17 +17,7 @@ from embedsearch.core import chunks, search
 from embedsearch.core.errors import ModelMismatch
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.runtime import open_deps
-from embedsearch.store.embedded import EmbeddedPostgres
 from tests.servers import LiveServer, TcpPostgres, create_database, live_server, rows
-
-
-@pytest.fixture(scope="module")
-def tcp_pg(
-    tmp_path_factory: pytest.TempPathFactory, embedded_pg: EmbeddedPostgres
-) -> Iterator[TcpPostgres]:
-    server = TcpPostgres(tmp_path_factory.mktemp("tcp-pg"))
-    yield server
-    server.destroy()
 
 
 def test_external_database_over_tcp_with_password(

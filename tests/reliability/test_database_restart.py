@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 from pydantic import SecretStr
 
 from embedsearch.api.app import create_app
 from embedsearch.config import Settings
 from embedsearch.embedders.local import LocalEmbedder
-from embedsearch.store.embedded import EmbeddedPostgres
 from tests.servers import TcpPostgres, create_database, live_server
 
 SEARCHERS = 4
@@ -30,15 +28,6 @@ RECOVERY_S = 10.0  # every search succeeds again this soon after PostgreSQL is b
 STEADY_SEARCHES = 15  # consecutive successes per client that count as recovered
 PHASE_TIMEOUT_S = 60.0  # bound on each wait below
 DB_TIMEOUT_S = 2  # EMBEDSEARCH_DB_TIMEOUT_S: how long a request waits for a connection
-
-
-@pytest.fixture(scope="module")
-def restartable_pg(
-    tmp_path_factory: pytest.TempPathFactory, embedded_pg: EmbeddedPostgres
-) -> Iterator[TcpPostgres]:
-    server = TcpPostgres(tmp_path_factory.mktemp("restart-pg"))
-    yield server
-    server.destroy()
 
 
 @dataclass
@@ -110,9 +99,9 @@ async def _restart_under_searches(url: str, pg: TcpPostgres) -> tuple[list[Searc
 
 
 def test_a_postgres_restart_is_503_then_recovers_by_itself(
-    restartable_pg: TcpPostgres, local_embedder: LocalEmbedder, tmp_path: Path
+    tcp_pg: TcpPostgres, local_embedder: LocalEmbedder, tmp_path: Path
 ) -> None:
-    url = create_database(restartable_pg.url())
+    url = create_database(tcp_pg.url())
     settings = Settings(
         database_url=SecretStr(url), data_dir=tmp_path / "data", db_timeout_s=DB_TIMEOUT_S
     )
@@ -130,9 +119,7 @@ def test_a_postgres_restart_is_503_then_recovers_by_itself(
         ]
         stored = httpx.post(f"{server.url}/embed/batch", json={"items": items}, timeout=60)
         assert stored.status_code == 200, stored.text
-        searchers, back, recovered = asyncio.run(
-            _restart_under_searches(server.url, restartable_pg)
-        )
+        searchers, back, recovered = asyncio.run(_restart_under_searches(server.url, tcp_pg))
 
     seen = {(status, code) for s in searchers for _, status, code in s.results}
     assert seen == {(200, None), (503, "database_unavailable")}, seen
