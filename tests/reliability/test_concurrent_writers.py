@@ -30,7 +30,7 @@ from embedsearch.embedders.local import LocalEmbedder
 from tests.reliability.processes import backends, wait_for
 from tests.servers import bm25_recount, bm25_statistics, live_server, rows
 
-DURATION_S = 15.0  # how long the clients write
+DURATION_S = 20.0  # how long the clients write (the bar: 20 s of mixed writes)
 CLIENTS = 50
 IDS = [f"shared-{i:02d}" for i in range(40)]
 BATCH_SIZES = (2, 20)  # both sides of the store's row-by-row / COPY threshold (8)
