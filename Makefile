@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 0.0.0.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install serve test lint bench bench-load clean
+.PHONY: install browser serve test lint bench bench-load clean
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,12 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+# The search page's browser tests (tests/test_ui.py) drive Debian's Chromium: browser downloads
+# fail here, so the system package it is (needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: lint browser
 	$(BIN)/pytest -q
 
 # Speed (model, HTTP ingest, concurrency), CLI ingestion, retrieval quality per backend, search

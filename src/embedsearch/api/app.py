@@ -21,6 +21,7 @@ from embedsearch.api.routes import (
     metrics,
     openai_compat,
     search,
+    ui,
 )
 from embedsearch.api.shutdown import InFlight, ShutdownGuard
 from embedsearch.config import Settings
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     install_error_handlers(app)
     for module in (chunks, documents, search, collections, health, metrics, openai_compat):
         app.include_router(module.router)
+    ui.install(app)  # the search page at / and /ui/...
     # Innermost: a request cancelled by a shutdown's deadline answers 503 through the others.
     app.add_middleware(ShutdownGuard, inflight=inflight)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

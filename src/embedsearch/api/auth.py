@@ -36,7 +36,10 @@ ALLOW_VAR = "EMBEDSEARCH_ALLOW_UNAUTHENTICATED"
 CORS_VAR = "EMBEDSEARCH_CORS_ORIGINS"
 
 # Open to everyone in every mode: probes carry no key and reveal nothing.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# "/" and /ui/... are the search page's static files (routes/ui.py): they hold no data, and the
+# page must load before it can ask for a key.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})
+PUBLIC_READ_PREFIXES = ("/ui/",)  # public to GET/HEAD only
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POSTs that compute and store nothing, so a read key may call them. The one list of them.
 READ_ONLY_POSTS = frozenset({"/search", "/search/pgvector", "/v1/embeddings"})
@@ -60,6 +63,8 @@ class Access(IntEnum):
 def required_access(method: str, path: str) -> Access:
     """Classify a request by method and route path (deny by default)."""
     if path in PUBLIC_PATHS:
+        return Access.NONE
+    if method in ("GET", "HEAD") and path.startswith(PUBLIC_READ_PREFIXES):
         return Access.NONE
     if method in READ_METHODS or (method == "POST" and path in READ_ONLY_POSTS):
         return Access.READ

@@ -47,6 +47,7 @@ MODEL_SECONDS_BUCKETS = (*LATENCY_BUCKETS, 30.0, 60.0)
 BATCH_TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"  # the route label of a request no route matched
+SERVER_TIMING = b"server-timing"
 # A request that ended before any response (client gone): nginx's "client closed request".
 _NO_RESPONSE = 499
 
@@ -248,7 +249,11 @@ class ObserveRequests:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), header]}
+                # Server-Timing: the time until the response starts, for the search page (and
+                # browsers' dev tools) without changing any response body.
+                timing = (SERVER_TIMING, b"app;dur=%.1f" % ((time.perf_counter() - started) * 1e3))
+                headers = [*message.get("headers", ()), header, timing]
+                message = {**message, "headers": headers}
             await send(message)
 
         started = time.perf_counter()
