@@ -37,10 +37,20 @@ CONCURRENCY_ROUNDS = 25
 
 
 def backend_speed(
-    backend: str, long_texts: list[str], short_texts: list[str], cache: Path, runs: int
+    backend: str,
+    long_texts: list[str],
+    short_texts: list[str],
+    cache: Path,
+    runs: int,
+    batch_size: int | None = None,
 ) -> dict[str, float]:
-    """Texts/s (long, short) and single-query latency of one backend, in this process."""
-    embedder = LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=cache)
+    """Texts/s (long, short) and single-query latency of one backend, in this process.
+    `batch_size`: model batches of at most that many texts of any length (else the server's
+    token budget)."""
+    sizes = {} if batch_size is None else {"batch_size": batch_size, "batch_tokens": 1 << 30}
+    start = time.perf_counter()
+    embedder = LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=cache, **sizes)
+    load_s = time.perf_counter() - start
     medium_texts = [" ".join(text.split()[:110]) for text in long_texts]
     long_s = median_of(runs, lambda: embedder.embed(long_texts))
     medium_s = median_of(runs, lambda: embedder.embed(medium_texts))
@@ -55,6 +65,22 @@ def backend_speed(
         "medium_texts_per_s": len(medium_texts) / medium_s,
         "short_texts_per_s": len(short_texts) / short_s,
         "query_ms": statistics.median(latencies) * 1000,
+        "load_s": load_s,
+    }
+
+
+def same_process_speed(
+    backends: list[str], args: argparse.Namespace, cache: Path
+) -> dict[str, dict[str, float]]:
+    """The backends one after another in this process (as issue 14 measured them), batches of
+    16 length-sorted texts; a warm-up load first, so every load timed finds its cache built."""
+    data = beir.load(args.dataset)
+    long_texts, short_texts = data.doc_texts[: args.long], data.query_texts
+    for backend in backends:
+        LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=cache)
+    return {
+        backend: backend_speed(backend, long_texts, short_texts, cache, args.runs, batch_size=16)
+        for backend in backends
     }
 
 
@@ -132,7 +158,17 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true", help="also run benchmarks.quality")
     parser.add_argument("--backend-only", help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--same-process",
+        metavar="BACKEND,...",
+        help="only the model speed of these backends, in this process, batches of 16",
+    )
     args = parser.parse_args()
+    if args.same_process:
+        with tempfile.TemporaryDirectory(prefix="embedsearch-bench-") as scratch:
+            cache = args.cache or Path(scratch)
+            print(json.dumps(same_process_speed(args.same_process.split(","), args, cache)))
+        return
 
     data = beir.load(args.dataset)
     long_texts = data.doc_texts[: args.long]

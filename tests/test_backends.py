@@ -3,14 +3,17 @@ ONNX exports are cached under the data dir, reused, and rebuilt when corrupt."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from embedsearch.core.errors import InvalidInput
-from embedsearch.embedders import onnx_cache
+from embedsearch.embedders import onnx_cache, openvino_runtime
+from embedsearch.embedders.cpu import FLAGS_ENV, cpu_flags, pick_backend
 from embedsearch.embedders.local import LocalEmbedder, session_options, token_batches
 from embedsearch.embedders.onnx_direct import DirectOnnx
 
@@ -198,3 +201,172 @@ def test_token_batches_keep_short_texts_out_of_a_long_texts_padding() -> None:
     # Three runs of similar length: no query is padded to 250 tokens, none split for nothing.
     assert by_length == {12: 20, 40: 10, 250: 1}
     assert token_batches([], max_tokens=256, budget=2048, max_size=64) == []
+
+
+# --- openvino-bf16 and `auto` (issue 14) ---
+
+SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+AMX_HIDDEN = "fpu sse4_2 avx2 avx512f avx512_vnni"  # an AVX-512 VNNI CPU without AMX
+
+
+def scifact_texts(docs: int, queries: int) -> list[str]:
+    """The first SciFact documents (title and abstract) and claims."""
+    import json
+
+    if not (SCIFACT / "corpus.jsonl").is_file():
+        pytest.skip(f"SciFact is not in {SCIFACT}")
+    texts = []
+    with (SCIFACT / "corpus.jsonl").open() as corpus:
+        for _, line in zip(range(docs), corpus, strict=False):
+            doc = json.loads(line)
+            texts.append(f"{doc['title']} {doc['text']}".strip())
+    with (SCIFACT / "queries.jsonl").open() as claims:
+        texts += [json.loads(line)["text"] for _, line in zip(range(queries), claims, strict=False)]
+    return texts
+
+
+needs_amx = pytest.mark.skipif(
+    "amx_bf16" not in onnx_cache.detected_cpu_flags(), reason="needs a CPU with AMX bf16"
+)
+
+
+@pytest.fixture(scope="module")
+def bf16_embedder(onnx_cache_dir: Path) -> LocalEmbedder:
+    """`auto` on this CPU: openvino-bf16 where it has AMX."""
+    return LocalEmbedder("all-MiniLM-L6-v2", backend="auto", cache_dir=onnx_cache_dir)
+
+
+@needs_amx
+def test_auto_picks_openvino_bf16_on_an_amx_cpu(bf16_embedder: LocalEmbedder) -> None:
+    assert pick_backend()[0] == "openvino-bf16"
+    assert bf16_embedder.backend == "openvino-bf16"
+
+
+@needs_amx
+def test_openvino_bf16_vectors_match_sentence_transformers(bf16_embedder: LocalEmbedder) -> None:
+    """bf16 on the matrix units against sentence-transformers' own encode() (torch fp32)."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedsearch.embedders.model_dir import resolve_model_dir
+
+    texts = scifact_texts(docs=14, queries=6)
+    reference = SentenceTransformer(
+        str(resolve_model_dir("all-MiniLM-L6-v2")[1]), device="cpu", local_files_only=True
+    )
+    expected = reference.encode(texts, normalize_embeddings=True)
+    got = bf16_embedder.embed(texts)
+    np.testing.assert_allclose(np.linalg.norm(got.vectors, axis=1), 1.0, atol=1e-4)
+    cosines = (got.vectors * expected).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines
+    hf_counts = [len(ids) for ids in reference.tokenizer(texts)["input_ids"]]
+    assert got.token_counts == hf_counts
+
+
+@needs_amx
+def test_openvino_bf16_gives_a_text_one_vector_whatever_its_batch(
+    bf16_embedder: LocalEmbedder,
+) -> None:
+    """No per-call scales: a claim alone, or padded among long abstracts, gets the same vector."""
+    texts = scifact_texts(docs=8, queries=8)
+    claims = texts[8:]
+    batched = bf16_embedder._model_call(texts)[0]  # one call: claims padded to the longest
+    for i, claim in enumerate(claims):
+        alone = bf16_embedder.embed([claim]).vectors[0]
+        assert float(alone @ batched[8 + i]) >= 0.9999
+    shuffled = bf16_embedder._model_call(texts[::-1])[0][::-1]
+    assert (shuffled * batched).sum(axis=1).min() >= 0.9999
+
+
+@pytest.mark.parametrize(
+    ("flags", "machine", "backend"),
+    [
+        ({"avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8"}, "x86_64", "openvino-bf16"),
+        ({"avx2", "avx512f", "avx512_vnni"}, "x86_64", "onnx-int8"),
+        ({"avx2", "fma"}, "x86_64", "onnx-int8"),
+        ({"sse4_2"}, "x86_64", "onnx"),
+        ({"asimd"}, "aarch64", "onnx-int8"),
+    ],
+)
+def test_auto_backend_follows_cpu_features(flags: set[str], machine: str, backend: str) -> None:
+    assert pick_backend(flags, machine)[0] == backend
+
+
+def test_cpu_flags_override_hides_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FLAGS_ENV, AMX_HIDDEN.replace(" ", ","))
+    assert cpu_flags() == set(AMX_HIDDEN.split())
+    assert pick_backend(machine="x86_64") == ("onnx-int8", "no AMX; int8 kernels for avx512_vnni")
+
+
+def test_auto_without_amx_loads_onnx_int8(
+    onnx_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(FLAGS_ENV, AMX_HIDDEN)
+    with caplog.at_level(logging.INFO, logger="embedsearch.embedders.local"):
+        embedder = LocalEmbedder("all-MiniLM-L6-v2", backend="auto", cache_dir=onnx_cache_dir)
+    assert embedder.backend == "onnx-int8"
+    assert "backend auto: onnx-int8, because no AMX" in caplog.text
+
+
+@needs_amx
+def test_openvino_bf16_that_cannot_run_falls_back_to_onnx_int8(
+    onnx_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(graph: Path, threads: int) -> None:
+        raise RuntimeError("no CPU plugin")
+
+    monkeypatch.setattr(openvino_runtime, "compile_graph", broken)
+    embedder = LocalEmbedder("all-MiniLM-L6-v2", backend="openvino-bf16", cache_dir=onnx_cache_dir)
+    assert embedder.backend == "onnx-int8"
+    assert "openvino-bf16 not used (no CPU plugin); using the onnx-int8 backend" in caplog.text
+
+
+@needs_amx
+def test_openvino_bf16_that_disagrees_is_not_used(
+    tmp_path: Path,
+    onnx_cache_dir: Path,
+    bf16_embedder: LocalEmbedder,  # the export copied below exists
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A graph whose check fails (here: a threshold no bf16 vector meets) is never served."""
+    shutil.copytree(onnx_cache_dir / "onnx", tmp_path / "onnx")
+    original = openvino_runtime.MIN_COSINE
+    openvino_runtime.MIN_COSINE = 1.01
+    try:
+        embedder = LocalEmbedder("all-MiniLM-L6-v2", backend="openvino-bf16", cache_dir=tmp_path)
+    finally:
+        openvino_runtime.MIN_COSINE = original
+    assert embedder.backend == "onnx-int8"
+    assert "sentence-transformers' vectors < 1.01); using the onnx-int8 backend" in caplog.text
+    assert not list(tmp_path.glob(f"openvino/*/{openvino_runtime.VERIFIED_FILE}"))
+
+
+@needs_amx
+def test_corrupt_or_missing_openvino_cache_is_rebuilt(
+    tmp_path: Path,
+    onnx_cache_dir: Path,
+    bf16_embedder: LocalEmbedder,  # the export copied below exists
+    local_embedder: LocalEmbedder,
+) -> None:
+    shutil.copytree(onnx_cache_dir / "onnx", tmp_path / "onnx")  # the fp32 export, not rebuilt
+    expected = local_embedder.embed(TEXTS).vectors
+
+    def load_and_check() -> None:
+        embedder = LocalEmbedder("all-MiniLM-L6-v2", backend="openvino-bf16", cache_dir=tmp_path)
+        assert embedder.backend == "openvino-bf16"
+        assert (embedder.embed(TEXTS).vectors * expected).sum(axis=1).min() >= 0.999
+
+    load_and_check()
+    (folder,) = [path for path in tmp_path.glob("openvino/*") if path.is_dir()]
+    graph = folder / openvino_runtime.POOLED_FILE
+    blobs = list((folder / openvino_runtime.BLOB_DIR).glob("*.blob"))
+    assert blobs and (folder / openvino_runtime.VERIFIED_FILE).is_file()
+    for blob in blobs:  # truncated compiled blobs: OpenVINO compiles again
+        blob.write_bytes(blob.read_bytes()[:1000])
+    load_and_check()
+    assert all(blob.stat().st_size > 1_000_000 for blob in blobs)
+    graph.write_bytes(b"not an onnx graph")
+    load_and_check()
+    assert graph.stat().st_size > 1_000_000
+    graph.unlink()
+    load_and_check()
+    assert graph.is_file()

@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from embedsearch.core.errors import InvalidInput
+from embedsearch.embedders import onnx_cache, openvino_runtime
 from embedsearch.embedders.base import EmbeddingBatch, Vectors, normalize_rows
+from embedsearch.embedders.cpu import pick_backend
 from embedsearch.embedders.model_dir import resolve_model_dir
 from embedsearch.embedders.onnx_direct import DirectOnnx
 
@@ -26,11 +28,14 @@ def _force_offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino-bf16")
+# Picks one of BACKENDS by the CPU's features at start (see cpu.py).
+AUTO = "auto"
 
 
 class LocalEmbedder:
-    """A Sentence Transformers model on the CPU: torch, ONNX Runtime, or ONNX with int8 weights.
+    """A Sentence Transformers model on the CPU: torch, ONNX Runtime (fp32 or int8 weights), or
+    OpenVINO bf16 (openvino_runtime); `auto` picks by the CPU's features.
 
     ONNX exports are made once and cached under `cache_dir` (see onnx_cache)."""
 
@@ -44,8 +49,11 @@ class LocalEmbedder:
         batch_size: int = 64,
         batch_tokens: int = 2048,
     ) -> None:
-        if backend not in BACKENDS:
-            raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}", field="backend")
+        if backend not in (*BACKENDS, AUTO):
+            choices = ", ".join((*BACKENDS, AUTO))
+            raise InvalidInput(f"backend must be one of {choices}", field="backend")
+        if backend == AUTO:
+            backend = _auto_backend()
         _force_offline()
         self._name, model_dir = resolve_model_dir(model)
         self._model_dir = model_dir
@@ -59,15 +67,44 @@ class LocalEmbedder:
         self._batch_tokens = batch_tokens
         self._max_tokens = int(self._model.max_seq_length)
         self._dimensions = int(self._model.get_embedding_dimension())
-        self._direct = self._attach_direct() if self._backend != "torch" else None
+        self._direct = self._attach(cache_dir, threads)
         log.info(
             "loaded local model %s (%d dims, %s backend, %d threads%s)",
             self._name,
             self._dimensions,
             self._backend,
             threads,
-            ", direct ONNX calls" if self._direct else "",
+            ", direct calls" if self._direct else "",
         )
+
+    def _attach(self, cache_dir: Path | None, threads: int) -> DirectOnnx | None:
+        """The direct call path of the backend loaded; openvino-bf16 falls back to onnx-int8
+        (fp32 ONNX without int8 kernels) where it cannot run or embeds differently."""
+        if self._backend == "torch":
+            return None
+        if self._backend == openvino_runtime.BACKEND:
+            assert cache_dir is not None  # _load refused to load without one
+            export = onnx_cache.export_dir(cache_dir / "onnx", self._name)
+            try:
+                return openvino_runtime.load(
+                    self._model,
+                    export,
+                    cache_dir / "openvino",
+                    threads,
+                    lambda texts: self._forward(self._model.preprocess(texts)),
+                )
+            # No openvino package, a model it cannot compile, or vectors that differ.
+            except Exception as exc:
+                self._model, self._backend = _load(
+                    self._model_dir, self._name, "onnx-int8", cache_dir, threads
+                )
+                log.warning(
+                    "%s: openvino-bf16 not used (%s); using the %s backend instead",
+                    self._name,
+                    exc,
+                    self._backend,
+                )
+        return self._attach_direct()
 
     def _attach_direct(self) -> DirectOnnx | None:
         """The direct ONNX path (onnx_direct), where it gives sentence-transformers' vectors."""
@@ -90,7 +127,8 @@ class LocalEmbedder:
 
     @property
     def backend(self) -> str:
-        """The backend actually running (onnx-int8 falls back to onnx where no int8 kernel fits)."""
+        """The backend actually running (onnx-int8 falls back to onnx where no int8 kernel fits,
+        openvino-bf16 to onnx-int8 where it cannot run or embeds differently)."""
         return self._backend
 
     @property
@@ -228,8 +266,9 @@ def _load(
     # torch only pools and normalizes here; its idle threads would spin against ONNX Runtime's.
     torch.set_num_threads(1)
 
-    from embedsearch.embedders import onnx_cache
-
+    # openvino-bf16 loads the fp32 export too: OpenVINO compiles that file, its ONNX Runtime
+    # session is the reference the compiled model is checked against, and its tokenizer and
+    # modules serve the OpenVINO path.
     quantize_for = onnx_cache.quantization_target() if backend == "onnx-int8" else None
     if backend == "onnx-int8" and quantize_for is None:
         log.warning("no int8 kernels for this CPU (needs AVX2, AVX-512 or ARM64); using fp32 ONNX")
@@ -246,6 +285,12 @@ def _load(
         },
     )
     return model, backend
+
+
+def _auto_backend() -> str:
+    backend, reason = pick_backend()
+    log.info("backend auto: %s, because %s", backend, reason)
+    return backend
 
 
 def session_options(threads: int) -> Any:

@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from embedsearch.embedders.cpu import cpu_flags as detected_cpu_flags
+
 log = logging.getLogger(__name__)
 
 FP32_FILE = "onnx/model.onnx"
@@ -61,22 +63,11 @@ def quantization_target(
     machine = (machine or platform.machine()).lower()
     if machine in ("arm64", "aarch64"):
         return "arm64"
-    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    flags = detected_cpu_flags() if cpu_flags is None else cpu_flags
     for target, flag in (("avx512_vnni", "avx512_vnni"), ("avx512", "avx512f"), ("avx2", "avx2")):
         if flag in flags:
             return target
     return None
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def int8_file(target: str) -> str:
