@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 
+from tests.pdfs import write_blank_pdf, write_text_pdf
 from tests.servers import rows
 
 PARAGRAPHS = [
@@ -118,3 +120,26 @@ def test_bad_documents(
     assert response.json()["error"]["field"] == field
     assert rows(database_url, "SELECT count(*) FROM chunk_embeddings") == [(0,)]
     assert rows(database_url, "SELECT count(*) FROM embedsearch_documents") == [(0,)]
+
+
+def test_the_text_of_a_pdf_is_read_and_nothing_is_stored(
+    client: httpx.Client, database_url: str, tmp_path: Path
+) -> None:
+    """POST /text/pdf: the page's way to store PDFs (it stores the text as a document next)."""
+    pdf, blank = tmp_path / "a.pdf", tmp_path / "blank.pdf"
+    write_text_pdf(pdf, ["Tidal energy from the sea.", "Second line."])
+    write_blank_pdf(blank)
+    headers = {"content-type": "application/pdf"}
+    read = client.post("/text/pdf", content=pdf.read_bytes(), headers=headers)
+    assert read.status_code == 200, read.text
+    assert "Tidal energy from the sea." in read.json()["text"]
+    for body, kind, status in (
+        (b"%PDF-1.4 not really", "application/pdf", 422),
+        (blank.read_bytes(), "application/pdf", 422),
+        (pdf.read_bytes(), "application/json", 415),
+        (b"", "application/pdf", 422),
+    ):
+        refused = client.post("/text/pdf", content=body, headers={"content-type": kind})
+        assert refused.status_code == status, refused.text
+        assert refused.json()["error"]["field"] == "body"
+    assert rows(database_url, "SELECT count(*) FROM chunk_embeddings") == [(0,)]

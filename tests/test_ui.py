@@ -34,6 +34,7 @@ from embedsearch.api.app import create_app
 from embedsearch.config import Settings
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store.embedded import EmbeddedPostgres
+from tests.pdfs import write_text_pdf
 from tests.raw_embeddings import DIMENSIONS, create_raw_app
 from tests.servers import LiveServer, create_database, free_port, live_server
 
@@ -269,6 +270,24 @@ def test_add_text_then_search_it(ui: Watched) -> None:
     assert ui.console_errors == []
 
 
+def test_a_pdf_is_uploaded_stored_and_found(ui: Watched, tmp_path: Path) -> None:
+    """The page has the server read the PDF's text layer (POST /text/pdf), then stores it."""
+    pdf = tmp_path / "tides.pdf"
+    write_text_pdf(pdf, ["Tidal energy turns the rise and fall of the sea into power."])
+    page = open_page(ui)
+    page.get_by_label("Collection (existing or new)").fill("papers")
+    page.get_by_label("Files (.txt, .md, .html, .pdf)").set_input_files(
+        [FilePayload(name="tides.pdf", mimeType="application/pdf", buffer=pdf.read_bytes())]
+    )
+    page.get_by_role("button", name="Add text").click()
+    expect(page.locator("#add-result")).to_contain_text("Stored 1 document(s)")
+    page.get_by_role("button", name="Refresh").click()
+    page.get_by_label("Collection", exact=True).select_option("papers")
+    search(page, "tidal power", Mode="lexical")
+    expect(page.get_by_role("list", name="Results").locator("li")).to_have_count(1)
+    assert result_ids(page) == ["tides.pdf#0"]
+
+
 def test_switching_the_metric_changes_the_ranking(ui: Watched, raw_server: LiveServer) -> None:
     created = httpx.post(
         ui.origin + "/collections",
@@ -291,12 +310,10 @@ def test_switching_the_metric_changes_the_ranking(ui: Watched, raw_server: LiveS
     html = f"<p>{RAW_TEXTS[-1]}</p><script>x()</script>".encode()
     files = [
         FilePayload(name="n9.html", mimeType="text/html", buffer=html),
-        FilePayload(name="paper.pdf", mimeType="application/pdf", buffer=b"%PDF-1.4"),
     ]
-    page.get_by_label("Files (.txt, .md, .html; PDFs through the CLI)").set_input_files(files)
+    page.get_by_label("Files (.txt, .md, .html, .pdf)").set_input_files(files)
     page.get_by_role("button", name="Add text").click()
     expect(page.locator("#add-result")).to_contain_text("Stored 1 document(s)")
-    expect(page.locator("#add-files-error")).to_contain_text("paper.pdf")
     assert page.locator("#add-progress").evaluate("p => p.value === p.max")
     card = page.get_by_role("article", name="Collection raw")
     expect(card).to_contain_text("Chunks10")

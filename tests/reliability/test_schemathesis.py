@@ -31,6 +31,9 @@ from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store.embedded import EmbeddedPostgres
 from tests.servers import LiveServer, create_database, live_server
 
+# POST /text/pdf takes a PDF's bytes: sent as schemathesis sends any binary body.
+schemathesis.serializer.alias("application/pdf", "application/octet-stream")
+
 MAX_EXAMPLES = 30  # generated requests per operation (on top of examples and coverage cases)
 SEED = 15
 

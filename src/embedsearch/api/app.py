@@ -17,6 +17,7 @@ from embedsearch.api.routes import (
     chunks,
     collections,
     documents,
+    files,
     health,
     metrics,
     openai_compat,
@@ -62,7 +63,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     )
     app.state.metrics = observed
     install_error_handlers(app)
-    for module in (chunks, documents, search, collections, health, metrics, openai_compat):
+    routers = (chunks, documents, files, search, collections, health, metrics, openai_compat)
+    for module in routers:
         app.include_router(module.router)
     ui.install(app)  # the search page at / and /ui/...
     # Innermost: a request cancelled by a shutdown's deadline answers 503 through the others.

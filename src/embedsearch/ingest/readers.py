@@ -4,6 +4,7 @@ Each problem is reported per file (or per line of a .jsonl) as a ReadFailure; no
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
@@ -69,7 +70,7 @@ def read(source: Source) -> Iterator[DocumentInput | ReadFailure]:
         return
     try:
         if suffix == ".pdf":
-            text = _pdf_text(source.path)
+            text = pdf_text(source.path)
         else:
             text = _decode(source.path.read_bytes())
             if suffix in HTML_SUFFIXES:
@@ -165,7 +166,9 @@ def _html_text(html: str) -> str:
     return f"{title}\n\n{text}" if title and not text.startswith(title) else text
 
 
-def _pdf_text(path: Path) -> str:
+def pdf_text(pdf: Path | bytes) -> str:
+    """The text layer of a PDF (a file, or its bytes), pages separated by blank lines; raises
+    ValueError for a file pypdf cannot read."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -175,7 +178,7 @@ def _pdf_text(path: Path) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            reader = PdfReader(path)
+            reader = PdfReader(io.BytesIO(pdf) if isinstance(pdf, bytes) else pdf)
             pages = [page.extract_text() or "" for page in reader.pages]
     except PdfReadError as exc:
         raise ValueError(f"unreadable PDF: {exc}") from None

@@ -55,18 +55,20 @@ async function errorFrom(response) {
 }
 
 // Call the API; resolves to {data, serverMs, roundTripMs, requestId} or throws ApiError.
-export async function api(path, { method = "GET", body } = {}) {
+// `raw` sends bytes as they are (e.g. a PDF) with `contentType`, instead of `body` as JSON.
+export async function api(path, { method = "GET", body, raw, contentType } = {}) {
   const headers = { Accept: "application/json" };
   const key = storedKey();
   if (key) headers.Authorization = `Bearer ${key}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (raw !== undefined) headers["Content-Type"] = contentType;
   const started = performance.now();
   let response;
   try {
     response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: raw !== undefined ? raw : body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
       cache: "no-store",
     });

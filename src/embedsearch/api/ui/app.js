@@ -285,8 +285,8 @@ function stamp() {
   return new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
 }
 
-// Documents to store: the pasted text, then each file. PDFs are refused here: text
-// extraction from PDFs needs pypdf, which the CLI has (`embedsearch ingest file.pdf`).
+// Documents to store: the pasted text, then each file. A PDF's text comes from the server
+// (POST /text/pdf, pypdf, as `embedsearch ingest` reads PDFs); one it cannot read is named.
 async function documentsToStore() {
   const documents = [];
   const refused = [];
@@ -297,12 +297,24 @@ async function documentsToStore() {
   }
   for (const file of files) {
     const name = file.name.toLowerCase();
+    let text;
     if (name.endsWith(".pdf")) {
-      refused.push(`${file.name}: PDFs are read by the CLI (embedsearch ingest ${file.name}), not the page`);
-      continue;
+      try {
+        const { data } = await api("/text/pdf", {
+          method: "POST",
+          raw: await file.arrayBuffer(),
+          contentType: "application/pdf",
+        });
+        text = data.text;
+      } catch (error) {
+        if (error.kind === "network" || error.status === 401) throw error;
+        refused.push(`${file.name}: ${error.message}`);
+        continue;
+      }
+    } else {
+      const raw = await file.text();
+      text = /\.html?$/.test(name) ? htmlText(raw) : raw;
     }
-    const raw = await file.text();
-    const text = /\.html?$/.test(name) ? htmlText(raw) : raw;
     documents.push({ documentId: file.name, text, metadata: { source: file.name } });
   }
   return { documents, refused };
