@@ -205,23 +205,35 @@ def test_token_batches_keep_short_texts_out_of_a_long_texts_padding() -> None:
 
 # --- openvino-bf16 and `auto` (issue 14) ---
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 AMX_HIDDEN = "fpu sse4_2 avx2 avx512f avx512_vnni"  # an AVX-512 VNNI CPU without AMX
 
+_TOPICS = [
+    "Vitamin D deficiency is associated with a higher risk of respiratory infections",
+    "Statins lower LDL cholesterol and reduce cardiovascular events in older adults",
+    "Gut microbiota composition changes after a course of broad-spectrum antibiotics",
+    "CRISPR screens identify genes required for tumour growth in hypoxic conditions",
+    "Sleep deprivation impairs working memory and increases daytime errors",
+    "Mutations in BRCA1 raise the lifetime risk of breast and ovarian cancer",
+    "Aerobic exercise improves insulin sensitivity in patients with type 2 diabetes",
+    "Antibodies against the spike protein neutralise several viral variants",
+]
 
-def scifact_texts(docs: int, queries: int) -> list[str]:
-    """The first SciFact documents (title and abstract) and claims."""
-    import json
 
-    if not (SCIFACT / "corpus.jsonl").is_file():
-        pytest.skip(f"SciFact is not in {SCIFACT}")
+def varied_texts(long: int, short: int) -> list[str]:
+    """Abstract-length texts (~150-250 tokens) and claim-length ones: what the model embeds
+    for documents and for queries (built here: the tests must not depend on a dataset)."""
     texts = []
-    with (SCIFACT / "corpus.jsonl").open() as corpus:
-        for _, line in zip(range(docs), corpus, strict=False):
-            doc = json.loads(line)
-            texts.append(f"{doc['title']} {doc['text']}".strip())
-    with (SCIFACT / "queries.jsonl").open() as claims:
-        texts += [json.loads(line)["text"] for _, line in zip(range(queries), claims, strict=False)]
+    for i in range(long):
+        topic = _TOPICS[i % len(_TOPICS)]
+        sentences = [
+            f"{topic}, according to study {i}.",
+            "The cohort was followed for several years and outcomes were adjusted for age, sex,"
+            " smoking status and body mass index.",
+            f"Effect sizes differed between subgroups, with the strongest association in group"
+            f" {i % 3 + 1}, and sensitivity analyses gave similar estimates.",
+        ]
+        texts.append(" ".join(sentences * (1 + i % 3)))
+    texts += [_TOPICS[i % len(_TOPICS)].split(" in ")[0] for i in range(short)]
     return texts
 
 
@@ -249,7 +261,7 @@ def test_openvino_bf16_vectors_match_sentence_transformers(bf16_embedder: LocalE
 
     from embedsearch.embedders.model_dir import resolve_model_dir
 
-    texts = scifact_texts(docs=14, queries=6)
+    texts = varied_texts(long=14, short=6)
     reference = SentenceTransformer(
         str(resolve_model_dir("all-MiniLM-L6-v2")[1]), device="cpu", local_files_only=True
     )
@@ -267,7 +279,7 @@ def test_openvino_bf16_gives_a_text_one_vector_whatever_its_batch(
     bf16_embedder: LocalEmbedder,
 ) -> None:
     """No per-call scales: a claim alone, or padded among long abstracts, gets the same vector."""
-    texts = scifact_texts(docs=8, queries=8)
+    texts = varied_texts(long=8, short=8)
     claims = texts[8:]
     batched = bf16_embedder._model_call(texts)[0]  # one call: claims padded to the longest
     for i, claim in enumerate(claims):
