@@ -16,13 +16,13 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO
 from urllib.parse import quote
 
 from pydantic import SecretStr
 
 from embedsearch.config import Settings
+from embedsearch.core.keys import READ_KEYS_VAR, WRITE_KEYS_VAR, AccessConfigError, parse_keys
 
 # The id of the request being handled (api/metrics.py sets it for each request). Each request
 # runs in a task of its own, which copies the context, so ids never leak across requests.
@@ -88,8 +88,11 @@ class Redactor:
 
 def known_secrets(settings: Settings) -> list[str]:
     """The secret values the settings and environment hold: API keys, the database password,
-    the OpenAI key. (api/auth.py parses the keys for use; this only needs their values.)"""
-    found = [*_keys(settings.api_keys), *_keys(settings.read_api_keys)]
+    the OpenAI key."""
+    found = [
+        *_keys(settings.api_keys, WRITE_KEYS_VAR),
+        *_keys(settings.read_api_keys, READ_KEYS_VAR),
+    ]
     if settings.database_url is not None:
         found += _database_password(settings.database_url.get_secret_value())
     if openai_key := os.environ.get("OPENAI_API_KEY"):
@@ -97,18 +100,11 @@ def known_secrets(settings: Settings) -> list[str]:
     return found
 
 
-def _keys(value: SecretStr | None) -> list[str]:
-    """Comma-separated keys, or "@path" to a file of one key a line."""
-    if value is None:
-        return []
-    text = value.get_secret_value().strip()
-    if not text.startswith("@"):
-        return [key.strip() for key in text.split(",") if key.strip()]
+def _keys(value: SecretStr | None, variable: str) -> list[str]:
     try:
-        lines = Path(text[1:].strip()).expanduser().read_text(encoding="utf-8").splitlines()
-    except OSError:  # reported by the server's own key loading
+        return parse_keys(value, variable)
+    except AccessConfigError:  # the server refuses to start with it, saying why
         return []
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
 def _database_password(url: str) -> list[str]:

@@ -16,22 +16,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
-from pathlib import Path
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from embedsearch.api.errors import error_response
 from embedsearch.config import Settings
-from embedsearch.core.errors import InvalidInput
+from embedsearch.core.keys import READ_KEYS_VAR, WRITE_KEYS_VAR, AccessConfigError, parse_keys
 
 log = logging.getLogger(__name__)
 
-WRITE_KEYS_VAR = "EMBEDSEARCH_API_KEYS"
-READ_KEYS_VAR = "EMBEDSEARCH_READ_API_KEYS"
 ALLOW_VAR = "EMBEDSEARCH_ALLOW_UNAUTHENTICATED"
 CORS_VAR = "EMBEDSEARCH_CORS_ORIGINS"
 
@@ -46,10 +42,6 @@ READ_ONLY_POSTS = frozenset({"/search", "/search/pgvector", "/v1/embeddings"})
 
 CORS_ALLOW_HEADERS = ("Authorization", "X-API-Key", "Content-Type")
 CORS_EXPOSE_HEADERS = ("WWW-Authenticate", "Retry-After", "X-Request-Id")
-
-
-class AccessConfigError(InvalidInput):
-    """A key or origin setting the server cannot start with. Never quotes a key."""
 
 
 class Access(IntEnum):
@@ -208,40 +200,6 @@ class AccessMiddleware:
             await send({"type": "websocket.close", "code": 1008})
         else:
             await refusal(scope, receive, send)
-
-
-def parse_keys(value: SecretStr | None, variable: str) -> list[str]:
-    """Keys from "k1,k2" or "@path" (one key a line; blank lines and # comments skipped)."""
-    if value is None:
-        return []
-    raw = value.get_secret_value().strip()
-    if raw.startswith("@"):
-        path = Path(raw[1:].strip()).expanduser()
-        where = f"{variable} (file {path})"
-        lines = (line.strip() for line in _read_key_file(path, variable).splitlines())
-        keys = [line for line in lines if line and not line.startswith("#")]
-    else:
-        where = variable
-        keys = [part.strip() for part in raw.split(",") if part.strip()]
-    if not keys:
-        raise AccessConfigError(f"{where} is set but holds no key")
-    for number, key in enumerate(keys, 1):
-        # Keys travel in headers: printable ASCII, no spaces or commas.
-        if not all(33 <= ord(char) <= 126 and char != "," for char in key):
-            raise AccessConfigError(
-                f"{where}: key {number} has a space, comma or non-ASCII character"
-            )
-    return keys
-
-
-def _read_key_file(path: Path, variable: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AccessConfigError(f"{variable}: key file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise AccessConfigError(f"{variable}: cannot read key file {path}: {reason}") from None
 
 
 def parse_origins(value: str | None) -> tuple[str, ...]:
