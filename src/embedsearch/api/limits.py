@@ -23,7 +23,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from embedsearch.api.errors import ApiError
+from embedsearch.api.errors import ApiError, error_response
 from embedsearch.core.validation import json_problem
 
 BODY = "body"
@@ -50,7 +50,7 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _send_too_large(send, self.max_bytes)
+            await _send_too_large(scope, receive, send, self.max_bytes)
             return
         # Counted even with a Content-Length: that the server stops there is its promise, not
         # ASGI's. Costs one call per chunk.
@@ -82,17 +82,11 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_too_large(send: Send, max_bytes: int) -> None:
+async def _send_too_large(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
     error = body_too_large(max_bytes)
-    payload = {"error": {"code": error.code, "message": error.message, "field": error.field}}
-    body = json.dumps(payload).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    response = error_response(error.status_code, error.code, error.message, error.field)
+    response.headers.update(error.headers or {})
+    await response(scope, receive, send)
 
 
 class _NotFinite(ValueError):

@@ -13,18 +13,12 @@ land; retrying it is safe, upserts are idempotent.)
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_BODY = json.dumps(
-    {
-        "error": {
-            "code": "shutting_down",
-            "message": "the server shut down before this request finished; retry it",
-        }
-    }
-).encode()
+from embedsearch.api.errors import error_response
+
+_MESSAGE = "the server shut down before this request finished; retry it"
 
 
 class InFlight:
@@ -67,16 +61,6 @@ class ShutdownGuard:
         except asyncio.CancelledError:
             if started:
                 raise
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(_BODY)).encode()),
-                        (b"retry-after", b"1"),
-                        (b"connection", b"close"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": _BODY})
+            response = error_response(503, "shutting_down", _MESSAGE)
+            response.headers.update({"Retry-After": "1", "Connection": "close"})
+            await response(scope, receive, send)
