@@ -10,7 +10,7 @@ from typing import Any
 from embedsearch.core.collections import resolve
 from embedsearch.core.deps import Deps
 from embedsearch.core.errors import InvalidInput, NotFound, PayloadTooLarge
-from embedsearch.core.validation import check_chunk_id, check_metadata, check_text
+from embedsearch.core.validation import check_chunk_id, check_text
 from embedsearch.store import ChunkRows
 from embedsearch.store.records import ChunkRecord
 
@@ -54,7 +54,7 @@ async def embed_chunk(
 ) -> EmbedOutcome:
     check_chunk_id(chunk_id)
     check_text(text, max_chars=deps.limits.max_text_chars)
-    metadata = _checked_metadata(deps, metadata, "metadata")
+    metadata = deps.limits.check_metadata(metadata, "metadata")
     target = await resolve(deps, collection)
     batch = await target.embed([text])
     record = target.record
@@ -83,7 +83,7 @@ async def embed_batch(
         where = f"{field}[{index}]"
         check_chunk_id(item.chunk_id, field=f"{where}.chunkId")
         check_text(item.text, max_chars=deps.limits.max_text_chars, field=f"{where}.text")
-        metadata.append(_checked_metadata(deps, item.metadata, f"{where}.metadata"))
+        metadata.append(deps.limits.check_metadata(item.metadata, f"{where}.metadata"))
         if item.chunk_id in seen:
             raise InvalidInput(
                 f"{where}.chunkId repeats {field}[{seen[item.chunk_id]}].chunkId",
@@ -105,13 +105,6 @@ async def embed_batch(
         record.model,
         sum(created),
         [cid for cid, cut in zip(chunk_ids, batch.truncated, strict=True) if cut],
-    )
-
-
-def _checked_metadata(deps: Deps, metadata: dict[str, Any] | None, field: str) -> dict[str, Any]:
-    limits = deps.limits
-    return check_metadata(
-        metadata, field, max_bytes=limits.max_metadata_bytes, max_depth=limits.max_json_depth
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from embedsearch.config import Settings
 from embedsearch.core.constants import (
@@ -14,6 +15,7 @@ from embedsearch.core.constants import (
     DEFAULT_MAX_METADATA_BYTES,
     DEFAULT_MAX_TEXT_CHARS,
 )
+from embedsearch.core.validation import check_metadata
 from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.store import CollectionHandle, Store
 from embedsearch.store.group_commit import GroupCommit
@@ -32,6 +34,12 @@ class Limits:
     # A load of at least this many documents into an empty collection builds its HNSW index
     # once at the end (0: never).
     defer_index_min_documents: int = DEFAULT_DEFER_INDEX_MIN_DOCUMENTS
+
+    def check_metadata(self, metadata: dict[str, Any] | None, field: str) -> dict[str, Any]:
+        """core.validation.check_metadata with these limits."""
+        return check_metadata(
+            metadata, field, max_bytes=self.max_metadata_bytes, max_depth=self.max_json_depth
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:

@@ -14,7 +14,7 @@ from embedsearch.core.chunks import content_hash
 from embedsearch.core.collections import Collection, resolve
 from embedsearch.core.deps import Deps
 from embedsearch.core.errors import InvalidInput, NotFound, StaleDocument
-from embedsearch.core.validation import check_document_id, check_metadata, check_text
+from embedsearch.core.validation import check_document_id, check_text
 from embedsearch.embedders.base import Vectors
 from embedsearch.store import ChunkRows
 from embedsearch.store.records import DocumentRecord, DocumentWrite
@@ -79,12 +79,7 @@ def validate(deps: Deps, documents: Sequence[DocumentInput]) -> None:
         prefix = "" if len(documents) == 1 else f"documents[{index}]."
         check_document_id(doc.document_id, field=f"{prefix}documentId")
         check_text(doc.text, max_chars=deps.limits.max_document_chars, field=f"{prefix}text")
-        check_metadata(
-            doc.metadata,
-            f"{prefix}metadata",
-            max_bytes=deps.limits.max_metadata_bytes,
-            max_depth=deps.limits.max_json_depth,
-        )
+        deps.limits.check_metadata(doc.metadata, f"{prefix}metadata")
         if doc.document_id in seen:
             raise InvalidInput(
                 f"document {doc.document_id!r} appears twice", field=f"{prefix}documentId"
