@@ -177,7 +177,7 @@ class CollectionHandle:
         self, limit: int, ef_search: int, probes: int | None, filtered: bool, exact: bool
     ) -> list[Statement]:
         """Transaction-local index settings: exact scans, HNSW's candidate list, IVFFlat's
-        lists to scan, and iterative scans so a filter still yields `limit` rows. None for a
+        lists to scan, and iterative scans so a filter still yields `limit` rows. Empty for a
         plain search with the defaults (the session has them): one round trip then."""
         if exact:
             return [(search_sql.DISABLE_INDEX_SCANS, None)]
