@@ -44,13 +44,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
-    # Local model execution. onnx-int8: ONNX Runtime with dynamic int8 quantization (the
-    # default: fastest for queries, nDCG@10 within 1% of torch fp32 on SciFact). openvino-bf16:
-    # OpenVINO bf16 on AMX matrix units, ~1.9x int8's texts/s on long documents but ~3x slower
-    # for one short query (per-call overhead with dynamic shapes), so not yet the default.
-    # auto: by the CPU's features at start (embedders/cpu.py): AMX -> openvino-bf16, AVX-512
-    # VNNI/AVX2 -> onnx-int8, else onnx (fp32). Exports cached in data_dir.
-    backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino-bf16"] = "onnx-int8"
+    # Local model execution. auto (the default): by the CPU's features at start
+    # (embedders/cpu.py), logged: AMX -> openvino-bf16 (OpenVINO bf16 on the matrix units, ~2x
+    # int8's texts/s on long documents, one vector per text whatever its batch), AVX-512
+    # VNNI/AVX2/ARM64 -> onnx-int8 (ONNX Runtime, dynamic int8), else onnx (fp32). Exports are
+    # cached in data_dir and, once verified, served without torch (embedders/light.py).
+    backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino-bf16"] = "auto"
     threads: int | None = Field(default=None, ge=1, le=256)
     batch_size: int = Field(default=64, ge=1, le=4096)
     # Padded tokens per model call: long texts go in small batches, short ones in large.

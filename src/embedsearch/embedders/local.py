@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from embedsearch.core.errors import InvalidInput
-from embedsearch.embedders import onnx_cache, openvino_runtime
+from embedsearch.embedders import light, onnx_cache, openvino_runtime
 from embedsearch.embedders.base import EmbeddingBatch, Vectors, normalize_rows
 from embedsearch.embedders.cpu import pick_backend
 from embedsearch.embedders.model_dir import resolve_model_dir
@@ -37,7 +38,9 @@ class LocalEmbedder:
     """A Sentence Transformers model on the CPU: torch, ONNX Runtime (fp32 or int8 weights), or
     OpenVINO bf16 (openvino_runtime); `auto` picks by the CPU's features.
 
-    ONNX exports are made once and cached under `cache_dir` (see onnx_cache)."""
+    ONNX exports are made once and cached under `cache_dir` (see onnx_cache). Once an export
+    is cached and verified, later starts serve it through the light runtime (light.py), with
+    no torch or sentence-transformers import."""
 
     def __init__(
         self,
@@ -55,27 +58,88 @@ class LocalEmbedder:
         if backend == AUTO:
             backend = _auto_backend()
         _force_offline()
-        self._name, model_dir = resolve_model_dir(model)
-        self._model_dir = model_dir
-        self._chunking_tokenizer: Any = None
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # we report truncation
-        threads = threads or os.cpu_count() or 1
-        self._model, self._backend = _load(model_dir, self._name, backend, cache_dir, threads)
+        self._name, self._model_dir = resolve_model_dir(model)
+        self._chunking_tokenizer: light.ChunkingTokenizer | None = None
         self._batch_size = batch_size
         self._batch_tokens = batch_tokens
-        self._max_tokens = int(self._model.max_seq_length)
-        self._dimensions = int(self._model.get_embedding_dimension())
-        self._direct = self._attach(cache_dir, threads)
+        threads = threads or os.cpu_count() or 1
+        self._model: Any = None  # sentence-transformers' model; None on the light runtime
+        served = light.load(cache_dir, self._name, backend, threads) if cache_dir else None
+        if served is not None:
+            self._backend = backend
+            self._direct: DirectOnnx | None = served.direct
+            self._max_tokens = served.manifest.max_tokens
+            self._dimensions = served.manifest.dimensions
+        else:
+            self._load_full(backend, cache_dir, threads)
+        self.light = served is not None
         log.info(
-            "loaded local model %s (%d dims, %s backend, %d threads%s)",
+            "loaded local model %s (%d dims, %s backend, %d threads, %s)",
             self._name,
             self._dimensions,
             self._backend,
             threads,
-            ", direct calls" if self._direct else "",
+            "light runtime"
+            if self.light
+            else ("direct calls" if self._direct else "sentence-transformers' calls"),
         )
+
+    def _load_full(self, backend: str, cache_dir: Path | None, threads: int) -> None:
+        """Load through sentence-transformers (building the export if needed) and, where the
+        light runtime can serve it, check the export against the model's own torch vectors
+        and record it for the light runtime of later starts. An export whose vectors are not
+        the model's (another model's graph under its name) is rebuilt, once."""
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # we report truncation
+        for attempt in (1, 2):
+            self._model, self._backend = _load(
+                self._model_dir, self._name, backend, cache_dir, threads
+            )
+            self._max_tokens = int(self._model.max_seq_length)
+            self._dimensions = int(self._model.get_embedding_dimension())
+            self._direct = self._attach(cache_dir, threads)
+            if cache_dir is None or self._direct is None:
+                return
+            location = light.graph_location(cache_dir, self._name, self._backend)
+            if location is None or not self._direct.pools_in_graph:
+                return
+            cosine = light.verify(self._direct.embed, self._torch_vectors, self._max_tokens)
+            if cosine >= light.FOREIGN_BELOW:
+                break
+            log.warning(
+                "%s: the cached %s export gives other vectors than the model (cosine %.3f); %s",
+                self._name,
+                self._backend,
+                cosine,
+                "rebuilding it" if attempt == 1 else "serving it through sentence-transformers",
+            )
+            if attempt == 2:
+                return
+            onnx_cache.remove_export(onnx_cache.export_dir(cache_dir / "onnx", self._name))
+            shutil.rmtree(location[0], ignore_errors=True)
+        assert cache_dir is not None and self._direct is not None  # returned above otherwise
+        light.save(
+            cache_dir,
+            self._name,
+            self._backend,
+            self._direct,
+            self._dimensions,
+            lambda texts: self._model.encode(texts, batch_size=len(texts)),
+            threads,
+            # bf16 is checked against the fp32 graph sentence-transformers runs.
+            min_cosine=openvino_runtime.MIN_COSINE
+            if self._backend == openvino_runtime.BACKEND
+            else light.SAME_GRAPH_MIN_COSINE,
+        )
+
+    def _torch_vectors(self, texts: list[str]) -> Vectors:
+        """The model's own vectors (sentence-transformers on torch, fp32): the reference an
+        export is checked against once, before it is served light."""
+        from sentence_transformers import SentenceTransformer
+
+        reference = SentenceTransformer(str(self._model_dir), device="cpu", local_files_only=True)
+        return np.asarray(reference.encode(texts, batch_size=len(texts)), dtype=np.float32)
 
     def _attach(self, cache_dir: Path | None, threads: int) -> DirectOnnx | None:
         """The direct call path of the backend loaded; openvino-bf16 falls back to onnx-int8
@@ -140,16 +204,15 @@ class LocalEmbedder:
         return self._max_tokens
 
     @property
-    def tokenizer(self) -> Any:
-        """The model's own tokenizer, for token-aware chunking: a separate instance, because
-        Hugging Face fast tokenizers must not be used from two threads at once and the model
-        worker's thread uses the model's."""
+    def tokenizer(self) -> light.ChunkingTokenizer:
+        """The model's own tokenizer, for token-aware chunking: a separate instance from the
+        model call's, built from the same tokenizer files."""
         if self._chunking_tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._chunking_tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-                str(self._model_dir), local_files_only=True
-            )
+            if self._direct is not None:
+                source = self._direct.tokenizer_json
+            else:
+                source = self._model.tokenizer.backend_tokenizer.to_str()
+            self._chunking_tokenizer = light.ChunkingTokenizer(source)
         return self._chunking_tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -280,7 +343,7 @@ def _load(
         onnx_cache.export_dir(cache_dir / "onnx", name),
         quantize_for=quantize_for,
         model_kwargs={
-            "session_options": session_options(threads),
+            "session_options": light.session_options(threads),
             "provider": "CPUExecutionProvider",
         },
     )
@@ -291,24 +354,3 @@ def _auto_backend() -> str:
     backend, reason = pick_backend()
     log.info("backend auto: %s, because %s", backend, reason)
     return backend
-
-
-def session_options(threads: int) -> Any:
-    """ONNX Runtime settings for our sessions (tests load reference models with the same)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # ONNX Runtime fuses Add + LayerNormalization into SkipLayerNormalization when it loads a
-    # model; that kernel is slow on CPU here (a 256-token text: 8.5 ms without the fusion,
-    # 10.8 ms with it, int8 on 2 threads), so leave the two nodes as they are.
-    options.add_session_config_entry(
-        "optimization.disable_specified_optimizers", "SkipLayerNormFusion"
-    )
-    # ONNX Runtime's pool threads spin for a while after every run, waiting for the next. Under
-    # load that takes the cores PostgreSQL and the event loop need: with it off, 16 clients on
-    # /search/pgvector went from 91 to 194 QPS and the server's CPU per search from 10.4 to
-    # 4.5 ms (benchmarks/load.py, same run, same machine); one text alone pays ~0.06 ms.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options

@@ -48,7 +48,7 @@ _FUSED_SUFFIX = "fused"
 SENTENCE_OUTPUT = "sentence_embedding"
 TOKEN_OUTPUT = "last_hidden_state"
 # SkipLayerNormalization is left unfused: ONNX Runtime's CPU kernel for it made the whole model
-# ~30% slower than the plain Add + LayerNormalization it replaces (see local.session_options).
+# ~30% slower than the plain Add + LayerNormalization it replaces (see light.session_options).
 _FUSION = {
     "optimization_level": 2,
     "disable_skip_layer_norm_fusion": True,
@@ -98,11 +98,12 @@ def _quiet_export() -> Iterator[None]:
 
 
 def export_dir(root: Path, name: str) -> Path:
-    """The folder of `name`'s export under `root`, named by what made it."""
-    import onnxruntime
-    import sentence_transformers
+    """The folder of `name`'s export under `root`, named by what made it. The versions come
+    from the installed packages' metadata: importing sentence-transformers costs seconds, and
+    the light runtime (light.py) finds its export without it."""
+    from importlib.metadata import version
 
-    versions = f"st{sentence_transformers.__version__}-ort{onnxruntime.__version__}"
+    versions = f"st{version('sentence-transformers')}-ort{version('onnxruntime')}"
     return root / f"{name}-{versions}-{RECIPE}"
 
 
@@ -253,6 +254,12 @@ def append_sentence_output(model: Any, graph_file: Path) -> None:
     graph.output.append(pooling.output[0])
     onnx.checker.check_model(graph_model)
     onnx.save(graph_model, str(graph_file))
+
+
+def remove_export(folder: Path) -> None:
+    """Remove an export (its vectors were found wrong): the next load builds it again."""
+    log.info("removing the ONNX export in %s", folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def load_cached(

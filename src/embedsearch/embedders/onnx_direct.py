@@ -33,33 +33,60 @@ _TOLERANCE = 1e-5
 
 
 class DirectOnnx:
-    """One model call: tokenize, run the session, pool; for LocalEmbedder's worker thread."""
+    """One model call: tokenize, run the session, pool; for LocalEmbedder's worker thread.
 
-    def __init__(self, model: Any, session: Any, tokenizer: Any) -> None:
+    Built from a loaded Sentence Transformers model (`attach`, `for_model`) or, by the light
+    runtime, from files alone: the session, the tokenizer as configured for the model
+    (`tokenizer_json`), and the model's window."""
+
+    def __init__(
+        self,
+        session: Any,
+        tokenizer_json: str,
+        max_tokens: int,
+        *,
+        unit_output: bool,
+        modules: Sequence[Any] = (),
+    ) -> None:
         from tokenizers import Tokenizer
 
         self._session = session
         self._inputs = [i.name for i in session.get_inputs()]
         self.pools_in_graph = SENTENCE_OUTPUT in {o.name for o in session.get_outputs()}
-        self._modules = list(model)[1:]
-        # A final Normalize module gives unit vectors already: no second pass (~0.04 ms cold).
-        self._unit_output = bool(self._modules) and type(self._modules[-1]).__name__ == "Normalize"
-        self.max_tokens = int(model.max_seq_length)
-        # Copies of the backend: settings stay fixed, so no call ever reconfigures a shared one.
-        rust = tokenizer.backend_tokenizer.to_str()
-        self._counter = Tokenizer.from_str(rust)
+        if not self.pools_in_graph and not modules:
+            raise ValueError(f"the graph has no {SENTENCE_OUTPUT} output and no modules pool it")
+        self._modules = list(modules)
+        self._unit_output = unit_output
+        self.max_tokens = max_tokens
+        # The tokenizer with the model's truncation and padding built in (see for_model); the
+        # counter is a copy without them. Settings stay fixed: no call reconfigures a shared one.
+        self.tokenizer_json = tokenizer_json
+        self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        self._counter = Tokenizer.from_str(tokenizer_json)
         self._counter.no_truncation()
         self._counter.no_padding()
-        self._tokenizer = Tokenizer.from_str(rust)
-        self._tokenizer.enable_truncation(
-            self.max_tokens, strategy="longest_first", direction=tokenizer.truncation_side
+
+    @classmethod
+    def for_model(cls, model: Any, session: Any, tokenizer: Any) -> DirectOnnx:
+        """The direct path for `model` (a SentenceTransformer) through `session`, tokenizing as
+        its fast `tokenizer` does: truncation at max_seq_length, its padding token and side."""
+        from tokenizers import Tokenizer
+
+        max_tokens = int(model.max_seq_length)
+        rust = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        rust.enable_truncation(
+            max_tokens, strategy="longest_first", direction=tokenizer.truncation_side
         )
-        self._tokenizer.enable_padding(
+        rust.enable_padding(
             direction=tokenizer.padding_side,
             pad_id=tokenizer.pad_token_id,
             pad_type_id=tokenizer.pad_token_type_id,
             pad_token=tokenizer.pad_token,
         )
+        modules = list(model)[1:]
+        # A final Normalize module gives unit vectors already: no second pass (~0.04 ms cold).
+        unit_output = bool(modules) and type(modules[-1]).__name__ == "Normalize"
+        return cls(session, rust.to_str(), max_tokens, unit_output=unit_output, modules=modules)
 
     @classmethod
     def attach(cls, model: Any) -> DirectOnnx | None:
@@ -78,7 +105,11 @@ class DirectOnnx:
         outputs = {o.name for o in session.get_outputs()}
         if not inputs <= set(_INPUTS) or TOKEN_OUTPUT not in outputs:
             return None
-        return cls(model, session, tokenizer)
+        return cls.for_model(model, session, tokenizer)
+
+    @property
+    def unit_output(self) -> bool:
+        return self._unit_output
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, special tokens included, before truncation."""

@@ -147,7 +147,7 @@ def load(
         shutil.rmtree(folder / BLOB_DIR, ignore_errors=True)
         graph = pooled_graph(model, export, folder)
         compiled = compile_graph(graph, threads)
-    direct = DirectOnnx(model, OpenVinoSession(compiled), model[0].tokenizer)
+    direct = DirectOnnx.for_model(model, OpenVinoSession(compiled), model[0].tokenizer)
     if not _verified(graph):
         # ~1 s of probe runs on 2 cores: once per graph, not at every start.
         cosine = agrees_with(direct, reference)
