@@ -47,9 +47,15 @@ def backend_speed(
     """Texts/s (long, short) and single-query latency of one backend, in this process.
     `batch_size`: model batches of at most that many texts of any length (else the server's
     token budget)."""
-    sizes = {} if batch_size is None else {"batch_size": batch_size, "batch_tokens": 1 << 30}
+    sizes = (2048, 64) if batch_size is None else (1 << 30, batch_size)
     start = time.perf_counter()
-    embedder = LocalEmbedder("all-MiniLM-L6-v2", backend=backend, cache_dir=cache, **sizes)
+    embedder = LocalEmbedder(
+        "all-MiniLM-L6-v2",
+        backend=backend,
+        cache_dir=cache,
+        batch_tokens=sizes[0],
+        batch_size=sizes[1],
+    )
     load_s = time.perf_counter() - start
     medium_texts = [" ".join(text.split()[:110]) for text in long_texts]
     long_s = median_of(runs, lambda: embedder.embed(long_texts))

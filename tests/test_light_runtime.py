@@ -150,6 +150,8 @@ def test_a_changed_tokenizer_or_a_stale_manifest_is_not_served_light(
     shutil.copytree(cache_dir, cache)
     manifest = _manifest(cache)
     assert LocalEmbedder(MODEL, backend=BACKEND, cache_dir=cache).light
+    # EMBEDSEARCH_LIGHT_RUNTIME=0: the full path, whatever is cached.
+    assert not LocalEmbedder(MODEL, backend=BACKEND, cache_dir=cache, light_runtime=False).light
     fields = json.loads(manifest.read_text())
     tokenizer = manifest.parent / fields["tokenizer"]
     tokenizer.write_text(tokenizer.read_text())  # same content, a new time: not what was checked

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # VNNI/AVX2/ARM64 -> onnx-int8 (ONNX Runtime, dynamic int8), else onnx (fp32). Exports are
     # cached in data_dir and, once verified, served without torch (embedders/light.py).
     backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino-bf16"] = "auto"
+    # Serve a cached, verified export without importing torch or sentence-transformers
+    # (embedders/light.py); 0 loads through sentence-transformers every time.
+    light_runtime: bool = True
     threads: int | None = Field(default=None, ge=1, le=256)
     batch_size: int = Field(default=64, ge=1, le=4096)
     # Padded tokens per model call: long texts go in small batches, short ones in large.

@@ -31,6 +31,7 @@ def build_embedder(settings: Settings) -> Embedder:
         threads=settings.threads,
         batch_size=settings.batch_size,
         batch_tokens=settings.batch_tokens,
+        light_runtime=settings.light_runtime,
     )
     check_local_dimensions(local.name, local.dimensions, settings.dimensions)
     return local

@@ -51,6 +51,7 @@ class LocalEmbedder:
         threads: int | None = None,
         batch_size: int = 64,
         batch_tokens: int = 2048,
+        light_runtime: bool = True,
     ) -> None:
         if backend not in (*BACKENDS, AUTO):
             choices = ", ".join((*BACKENDS, AUTO))
@@ -64,7 +65,9 @@ class LocalEmbedder:
         self._batch_tokens = batch_tokens
         threads = threads or os.cpu_count() or 1
         self._model: Any = None  # sentence-transformers' model; None on the light runtime
-        served = light.load(cache_dir, self._name, backend, threads) if cache_dir else None
+        served = None
+        if cache_dir is not None and light_runtime:
+            served = light.load(cache_dir, self._name, backend, threads)
         if served is not None:
             self._backend = backend
             self._direct: DirectOnnx | None = served.direct
