@@ -195,6 +195,29 @@ def bm25_statistics(url: str, collection: str) -> dict[str, tuple[int, int]]:
     return {lexeme: (int(df), int(length)) for lexeme, df, length in found if df or length}
 
 
+def bm25_postings(url: str, table: str) -> set[tuple[str, str, int, int]]:
+    """A chunk table's postings as the triggers keep them: (lexeme, chunk, tf, length)."""
+    found = rows(
+        url,
+        psycopg.sql.SQL("SELECT lexeme, chunk_id, tf, dl FROM {}").format(
+            psycopg.sql.Identifier(f"{table}_postings")
+        ),
+    )
+    return {(lexeme, chunk, int(tf), int(dl)) for lexeme, chunk, tf, dl in found}
+
+
+def postings_recount(url: str, table: str) -> set[tuple[str, str, int, int]]:
+    """The same, posted afresh from the chunks themselves."""
+    found = rows(
+        url,
+        psycopg.sql.SQL(
+            "SELECT u.lexeme, c.chunk_id, coalesce(array_length(u.positions, 1), 1),"
+            " embedsearch_tsvector_length(c.content_tsv) FROM {} AS c, unnest(c.content_tsv) AS u"
+        ).format(psycopg.sql.Identifier(table)),
+    )
+    return {(lexeme, chunk, int(tf), int(dl)) for lexeme, chunk, tf, dl in found}
+
+
 def bm25_recount(url: str, table: str) -> dict[str, tuple[int, int]]:
     """The same, counted afresh from the chunks themselves."""
     counts = rows(

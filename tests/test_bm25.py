@@ -16,7 +16,15 @@ import pytest
 
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store import ChunkRows
-from tests.servers import bm25_recount, bm25_statistics, handle, open_store, rows
+from tests.servers import (
+    bm25_postings,
+    bm25_recount,
+    bm25_statistics,
+    handle,
+    open_store,
+    postings_recount,
+    rows,
+)
 from tests.test_ingest import WORDS  # skewed below: some in most chunks, some in few
 
 K1, B = 1.2, 0.75
@@ -115,6 +123,8 @@ def test_statistics_equal_a_recount_after_concurrent_writes_and_deletes(
     assert bm25_statistics(database_url, "default") == bm25_recount(
         database_url, "chunk_embeddings"
     )
+    posted = bm25_postings(database_url, "chunk_embeddings")
+    assert posted and posted == postings_recount(database_url, "chunk_embeddings")
 
 
 def test_compaction_folds_the_deltas_and_keeps_the_statistics(
@@ -156,6 +166,10 @@ def test_a_lexeme_whose_last_chunk_is_gone_no_longer_counts(
     assert bm25_statistics(database_url, "default") == bm25_recount(
         database_url, "chunk_embeddings"
     )
+    assert bm25_postings(database_url, "chunk_embeddings") == postings_recount(
+        database_url, "chunk_embeddings"
+    )
+    assert not any(p[0] == "zebra" for p in bm25_postings(database_url, "chunk_embeddings"))
 
 
 def test_text_search_configuration_is_a_collection_option(

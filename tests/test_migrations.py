@@ -21,7 +21,15 @@ from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store.embedded import EmbeddedPostgres
 from embedsearch.store.migrations import SCHEMA_VERSION
 from embedsearch.store.sql.schema import MIGRATION_LOCK_ID
-from tests.servers import bm25_recount, bm25_statistics, create_database, live_server, rows
+from tests.servers import (
+    bm25_postings,
+    bm25_recount,
+    bm25_statistics,
+    create_database,
+    live_server,
+    postings_recount,
+    rows,
+)
 from tests.test_cli import CLI, environment
 from tests.test_cli import run as cli_run
 
@@ -127,6 +135,13 @@ def test_a_version_1_database_upgrades_in_place_and_searches_the_same(
         # Version 3 counted the stored chunks for BM25.
         for name, table in zip(COLLECTIONS, TABLES, strict=True):
             assert bm25_statistics(url, name) == bm25_recount(url, table), name
+        # Version 5 posted the stored chunks, each (lexeme, chunk) once.
+        for table in TABLES:
+            posted = bm25_postings(url, table)
+            assert posted == postings_recount(url, table), table
+            holding = psycopg.sql.SQL("SELECT chunk_id FROM {} WHERE length(content_tsv) > 0")
+            expected = rows(url, holding.format(psycopg.sql.Identifier(table)))
+            assert expected and {chunk for _, chunk, _, _ in posted} == {r[0] for r in expected}
         # Version 4: vectors are kept in the row from now on ('m': MAIN).
         for table in TABLES:
             assert rows(url, EMBEDDING_STORAGE, (table,)) == [("m",)], table
@@ -141,6 +156,9 @@ def test_a_version_1_database_upgrades_in_place_and_searches_the_same(
         )
         document = http.get("/documents/long.md").json()
         assert document["chunkCount"] == 1 and document["metadata"] == {"lang": "en"}
+        assert ("upgrad", "new") in {
+            (lexeme, chunk) for lexeme, chunk, _, _ in bm25_postings(url, "chunk_embeddings")
+        }
 
 
 def test_a_database_newer_than_the_code_is_refused_untouched(

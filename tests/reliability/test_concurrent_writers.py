@@ -28,7 +28,14 @@ from embedsearch.api.app import create_app
 from embedsearch.config import Settings
 from embedsearch.embedders.local import LocalEmbedder
 from tests.reliability.processes import backends, wait_for
-from tests.servers import bm25_recount, bm25_statistics, live_server, rows
+from tests.servers import (
+    bm25_postings,
+    bm25_recount,
+    bm25_statistics,
+    live_server,
+    postings_recount,
+    rows,
+)
 
 DURATION_S = 20.0  # how long the clients write (the bar: 20 s of mixed writes)
 CLIENTS = 50
@@ -159,5 +166,8 @@ def test_concurrent_upserts_of_overlapping_ids_stay_consistent(
     )
     assert cosines.min() > 0.999, dict(zip(IDS, cosines.round(4).tolist(), strict=True))
     assert bm25_statistics(database_url, "default") == bm25_recount(
+        database_url, "chunk_embeddings"
+    )
+    assert bm25_postings(database_url, "chunk_embeddings") == postings_recount(
         database_url, "chunk_embeddings"
     )

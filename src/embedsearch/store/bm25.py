@@ -1,11 +1,12 @@
 """Lexical search ranked by BM25, exact, over one collection's chunks.
 
 Lucene's BM25 (k1 1.2, b 0.75; idf = ln(1 + (N - df + 0.5) / (df + 0.5))) over the lexemes of
-the collection's text search configuration. Exact top-k with MaxScore pruning: a lexeme adds at
-most idf * (k1 + 1) to a chunk's score, so once `limit` real scores are known (from the chunks
-holding the rarest lexemes), lexemes whose bounds together stay below the k-th of them cannot
-lift a chunk holding only those into the top k, and only chunks holding one of the others are
-scored. Common words then cost little on large collections.
+the collection's text search configuration. Plain queries are scored from the collection's
+postings (one row per lexeme and chunk: its frequency there and the chunk's length, kept by
+triggers; sql/bm25.py): only the query's lexemes' rows are read, from one covering index, and
+summed per chunk. Queries with "phrases" or -exclusions need positions, and are scored over the
+chunks the GIN index matches. The statistics (chunks, total length, document frequencies) come
+from the statistics tables, kept by the same writes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ _WEBSEARCH_SYNTAX = re.compile(r'"|(^|\s)-\S')
 # Compact a collection's deltas after this many writes to it from one process (and at the end
 # of an ingest): reads sum the deltas of the query's lexemes, so they must not pile up.
 COMPACT_EVERY_WRITES = 64
+# With a filter, how many times `limit` the best chunks by score are read before filtering,
+# and how much deeper each retry goes.
+_FILTER_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -39,13 +43,14 @@ class QueryTerms:
     df: list[int]  # chunks holding each lexeme
     avgdl: float
 
-    def bound(self, i: int) -> float:
-        """The most lexeme i can add to a chunk's score (tf -> infinity)."""
-        return self.idf[i] * (K1 + 1)
-
 
 def idf(chunks: int, df: int) -> float:
     return math.log(1 + (chunks - df + 0.5) / (df + 0.5))
+
+
+async def _hits(conn: Connection, statement: Any, params: dict[str, Any]) -> list[SearchHit]:
+    rows = await (await conn.execute(statement, params)).fetchall()
+    return [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
 
 
 class Bm25:
@@ -63,44 +68,44 @@ class Bm25:
         a query with "phrases" or -exclusions keeps websearch semantics. A query of stop words
         or punctuation alone has no lexemes and finds nothing."""
         condition, params = compile_filter(filter_)
-        websearch = bool(_WEBSEARCH_SYNTAX.search(text))
+        params |= {
+            "collection": self._name,
+            "text": text,
+            "config": self._config,
+            "k1": K1,
+            "b": B,
+            "limit": limit,
+        }
+        if _WEBSEARCH_SYNTAX.search(text):
+            return await self._search_websearch(condition, params)
+        # The `depth` best by score, then the filter: a filter that leaves fewer than `limit`
+        # of them sends the search deeper, until every posted chunk was scored.
+        statement = sql.score_postings(self._table, condition)
+        depth = limit if filter_ is None else limit * _FILTER_DEPTH
+        async with self._db.reading() as conn:
+            while True:
+                hits = await _hits(conn, statement, params | {"depth": depth})
+                if len(hits) >= limit or filter_ is None:
+                    return hits
+                terms = await self._terms(conn, text)
+                if terms is None or depth >= sum(terms.df):  # sum(df): chunks posted, at most
+                    return hits
+                depth *= _FILTER_DEPTH
+
+    async def _search_websearch(self, condition: Any, params: dict[str, Any]) -> list[SearchHit]:
+        """Phrases and exclusions need each chunk's positions: scored over the chunks the GIN
+        index matches, with the statistics read first (one snapshot for both)."""
         async with self._db.reading() as conn, conn.transaction():
-            terms = await self._terms(conn, text)
+            terms = await self._terms(conn, params["text"])
             if terms is None:
                 return []
             params |= {
-                "text": text,
-                "config": self._config,
                 "lexemes": terms.lexemes,
                 "idf": terms.idf,
                 "avgdl": terms.avgdl,
-                "k1": K1,
-                "b": B,
-                "limit": limit,
+                "match": terms.lexemes,
             }
-            statement = sql.score(self._table, condition, websearch=websearch)
-
-            async def scored(match: list[str]) -> list[SearchHit]:
-                rows = await (await conn.execute(statement, params | {"match": match})).fetchall()
-                return [SearchHit(r[0], float(r[1]), r[2], r[3] or {}, r[4]) for r in rows]
-
-            order = sorted(range(len(terms.lexemes)), key=terms.bound, reverse=True)
-            if websearch or len(order) == 1:
-                return await scored(terms.lexemes)
-            # A first top-k from the rarest lexemes (enough of them to hold `limit` chunks)
-            # gives a score the k-th result must reach.
-            rare, held = 0, 0
-            while rare < len(order) - 1 and held < limit:
-                held += terms.df[order[rare]]
-                rare += 1
-            first = await scored([terms.lexemes[i] for i in order[:rare]])
-            threshold = first[-1].score if len(first) == limit else 0.0
-            essential, spare = list(order), 0.0
-            while len(essential) > rare and spare + terms.bound(essential[-1]) < threshold:
-                spare += terms.bound(essential.pop())
-            if len(essential) == rare:
-                return first
-            return await scored([terms.lexemes[i] for i in essential])
+            return await _hits(conn, sql.score_websearch(self._table, condition), params)
 
     async def _terms(self, conn: Connection, text: str) -> QueryTerms | None:
         """The query's lexemes that some chunk holds, with their idf; None when there is none."""

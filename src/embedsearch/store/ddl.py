@@ -41,8 +41,10 @@ class Ddl:
         )
         await conn.execute(sql.create_chunk_table(table, dimensions, storage, config))
         await conn.execute(sql.complete_chunk_table(table, config))
+        await conn.execute(bm25_sql.create_postings_table(table))
         await conn.execute(bm25_sql.create_triggers(table, collection, config))
         await conn.execute(bm25_sql.count_all(table), {"collection": collection})
+        await conn.execute(bm25_sql.backfill_postings_batch(table), {"after": "", "size": None})
         if spec.type is IndexType.HNSW and dimensions <= storage.max_indexed_dimensions:
             await self.create_vector_index(conn, index_name(table, spec.type), layout, spec)
         elif spec.type is IndexType.HNSW:
@@ -50,6 +52,7 @@ class Ddl:
 
     async def drop_chunk_table(self, conn: Connection, table: str) -> None:
         await conn.execute(sql.drop_table(table))
+        await conn.execute(bm25_sql.drop_postings(table))
 
     async def create_vector_index(
         self,

@@ -53,23 +53,35 @@ async def _m003_bm25(conn: Connection) -> None:
     await conn.execute(bm25_sql.V3_FUNCTIONS_AND_TABLES)
     for table, name in await (await conn.execute(sql.REGISTERED_COLLECTIONS)).fetchall():
         await conn.execute(bm25_sql.add_length_column(table))
-        await conn.execute(bm25_sql.create_triggers(table, name, DEFAULT_TEXT_CONFIG))
+        await conn.execute(bm25_sql.create_triggers_v3(table, name, DEFAULT_TEXT_CONFIG))
         await _count_existing_chunks(conn, table, name)
         await conn.execute(bm25_sql.COMPACT, {"collection": name})
 
 
 async def _count_existing_chunks(conn: Connection, table: str, collection: str) -> None:
-    """In batches, logging progress: a large collection takes a while."""
-    after, counted = "", 0
+    await _in_batches(
+        conn, bm25_sql.backfill_batch(table), {"collection": collection}, "statistics", collection
+    )
+
+
+async def _in_batches(
+    conn: Connection,
+    statement: psycopg.sql.Composed,
+    params: dict[str, str],
+    what: str,
+    collection: str,
+) -> None:
+    """Run a keyset-batched backfill (it returns each batch's last chunk id and size) to the
+    end, logging progress: a large collection takes a while."""
+    after, done = "", 0
     while True:
-        params = {"collection": collection, "after": after, "size": _BACKFILL_BATCH}
-        cur = await conn.execute(bm25_sql.backfill_batch(table), params)
-        row = await cur.fetchone()
+        batch = params | {"after": after, "size": _BACKFILL_BATCH}
+        row = await (await conn.execute(statement, batch)).fetchone()
         if row is None or not row[1]:
             return
-        after, counted = str(row[0]), counted + int(row[1])
+        after, done = str(row[0]), done + int(row[1])
         if row[1] == _BACKFILL_BATCH:
-            log.info("BM25 statistics for %s: %d chunks counted", collection, counted)
+            log.info("BM25 %s for %s: %d chunks so far", what, collection, done)
 
 
 async def _m004_vectors_inline(conn: Connection) -> None:
@@ -86,6 +98,20 @@ async def _m004_vectors_inline(conn: Connection) -> None:
             )
 
 
+async def _m005_bm25_postings(conn: Connection) -> None:
+    """Postings for every collection, from the chunks already stored, in batches with progress
+    (writes to the collection wait meanwhile; searches go on), then the index, built once."""
+    await conn.execute(bm25_sql.V5_INDEX_FUNCTION)
+    for table, name, config in await (await conn.execute(sql.REGISTERED_TEXT_CONFIGS)).fetchall():
+        await conn.execute(bm25_sql.lock_for_backfill(table))
+        await conn.execute(bm25_sql.create_postings_table(table, keyed=False))
+        statement = bm25_sql.backfill_postings_batch(table, keyed=False)
+        await _in_batches(conn, statement, {}, "postings", name)
+        log.info("BM25 postings for %s: indexing", name)
+        await conn.execute(bm25_sql.add_postings_key(table))
+        await conn.execute(bm25_sql.create_triggers(table, name, config))
+
+
 MIGRATIONS = (
     Migration(1, "collection registry and documents", _m001_registry_and_documents),
     Migration(
@@ -95,6 +121,7 @@ MIGRATIONS = (
         3, "BM25 statistics; text search configuration and fusion per collection", _m003_bm25
     ),
     Migration(4, "vectors kept in the row, not in TOAST", _m004_vectors_inline),
+    Migration(5, "BM25 postings per collection", _m005_bm25_postings),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

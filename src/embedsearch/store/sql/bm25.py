@@ -117,9 +117,10 @@ def add_length_column(table: str) -> sql.Composed:
     ).format(sql.Identifier(table))
 
 
-def create_triggers(table: str, collection: str, text_config: str) -> sql.Composed:
-    """The length and statistics triggers of a chunk table (trigger arguments are literals:
-    the collection name and configuration are validated identifiers)."""
+def create_triggers_v3(table: str, collection: str, text_config: str) -> sql.Composed:
+    """The length and statistics triggers of a chunk table as version 3 made them (trigger
+    arguments are literals: the collection name and configuration are validated
+    identifiers); version 5 replaces the statistics triggers (create_triggers)."""
     return sql.SQL("""
 CREATE OR REPLACE TRIGGER {length} BEFORE INSERT OR UPDATE OF content ON {table}
     FOR EACH ROW EXECUTE FUNCTION embedsearch_bm25_length({config});
@@ -169,9 +170,10 @@ COUNT_DELTAS = sql.SQL(
     "SELECT count(*) FROM embedsearch_bm25_deltas WHERE collection = %(collection)s"
 )
 
-# A query's lexemes with their document frequencies, and the totals (lexeme ''), in one read.
-QUERY_STATISTICS = sql.SQL("""
-WITH query AS (
+# A query's lexemes with their document frequencies, and the totals (lexeme ''): CTEs `query`
+# and `counted` (lexeme, df, length), for the statements below.
+_COUNTED = sql.SQL("""
+query AS (
     SELECT DISTINCT unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(text)s)))
         AS lexeme
 ), counts AS (
@@ -180,10 +182,12 @@ WITH query AS (
     UNION ALL
     SELECT lexeme, df, length FROM embedsearch_bm25_deltas
     WHERE collection = %(collection)s AND lexeme IN (SELECT lexeme FROM query UNION ALL SELECT '')
-)
-SELECT q.lexeme, coalesce(sum(c.df), 0), coalesce(sum(c.length), 0)
-FROM (SELECT lexeme FROM query UNION ALL SELECT '') AS q LEFT JOIN counts AS c USING (lexeme)
-GROUP BY q.lexeme""")
+), counted AS (
+    SELECT q.lexeme, coalesce(sum(c.df), 0) AS df, coalesce(sum(c.length), 0) AS length
+    FROM (SELECT lexeme FROM query UNION ALL SELECT '') AS q LEFT JOIN counts AS c USING (lexeme)
+    GROUP BY q.lexeme
+)""")
+QUERY_STATISTICS = sql.SQL("WITH {} SELECT lexeme, df, length FROM counted").format(_COUNTED)
 
 # Chunks holding any of the given lexemes.
 _ANY_OF = sql.SQL(
@@ -194,10 +198,11 @@ _ANY_OF = sql.SQL(
 _WEBSEARCH = sql.SQL("websearch_to_tsquery(%(config)s::regconfig, %(text)s)")
 
 
-def score(table: str, condition: sql.Composable, *, websearch: bool) -> sql.Composed:
-    """BM25 (Lucene's form) of the chunks that match, best first. Per chunk, the query's
-    lexemes are picked out of its tsvector (setweight + ts_filter, both in C) rather than
-    unnesting all of it."""
+def score_websearch(table: str, condition: sql.Composable) -> sql.Composed:
+    """BM25 (Lucene's form) of the chunks that match a query with "phrases" or -exclusions
+    (websearch_to_tsquery's meaning, and any of its lexemes), best first. Per chunk, the
+    query's lexemes are picked out of its tsvector (setweight + ts_filter, both in C) rather
+    than unnesting all of it."""
     return sql.SQL("""
 SELECT c.chunk_id, s.score, c.content, c.metadata, c.document_id
 FROM {table} AS c
@@ -213,8 +218,186 @@ WHERE c.content_tsv @@ {match} AND {condition}
 ORDER BY s.score DESC, c.chunk_id
 LIMIT %(limit)s""").format(
         table=sql.Identifier(table),
-        match=sql.SQL("{} AND c.content_tsv @@ {}").format(_WEBSEARCH, _ANY_OF)
-        if websearch
-        else _ANY_OF,
+        match=sql.SQL("{} AND c.content_tsv @@ {}").format(_WEBSEARCH, _ANY_OF),
+        condition=condition,
+    )
+
+
+# Version 5: every collection's postings, one row per (lexeme, chunk) with the lexeme's
+# frequency in the chunk and the chunk's length. A query then reads only its own lexemes' rows
+# from one covering index (an index-only scan), instead of every matching chunk's row and
+# tsvector: at 100k chunks, 18-25 ms instead of 264 ms for a 7-lexeme query matching 22,836
+# chunks. One statement trigger per write keeps both the postings and the statistics' deltas
+# (a lexeme's df is its postings' count: counted from what was posted or removed, in one
+# pass). Postings are inserted in index order (1.7x faster than in the order they come). A row
+# whose text did not change keeps its postings. TG_ARGV: the collection, its postings table.
+V5_INDEX_FUNCTION = sql.SQL(r"""
+CREATE OR REPLACE FUNCTION embedsearch_bm25_index() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    post CONSTANT text := $q$
+        WITH posted AS (
+            INSERT INTO %1$I (lexeme, chunk_id, tf, dl)
+            SELECT u.lexeme, n.chunk_id, coalesce(array_length(u.positions, 1), 1),
+                coalesce(n.bm25_length, embedsearch_tsvector_length(n.content_tsv))
+            FROM %2$s AS n, unnest(n.content_tsv) AS u
+            ORDER BY 1, 2
+            RETURNING lexeme
+        )
+        INSERT INTO embedsearch_bm25_deltas (collection, lexeme, df, length)
+        SELECT $1, lexeme, count(*), 0 FROM posted GROUP BY lexeme$q$;
+    unpost CONSTANT text := $q$
+        WITH gone AS (
+            DELETE FROM %1$I AS p USING %2$s AS o, unnest(o.content_tsv) AS u
+            WHERE p.lexeme = u.lexeme AND p.chunk_id = o.chunk_id
+            RETURNING p.lexeme
+        )
+        INSERT INTO embedsearch_bm25_deltas (collection, lexeme, df, length)
+        SELECT $1, lexeme, -count(*), 0 FROM gone GROUP BY lexeme$q$;
+    -- The rows of one transition table without a row of the same chunk and text in the other.
+    changed CONSTANT text := '(SELECT * FROM %s AS r WHERE NOT EXISTS (SELECT 1 FROM %s AS s'
+        ' WHERE s.chunk_id = r.chunk_id AND s.content_tsv = r.content_tsv))';
+    length CONSTANT text :=
+        'coalesce(sum(coalesce(bm25_length, embedsearch_tsvector_length(content_tsv))), 0)';
+    totals CONSTANT text := 'INSERT INTO embedsearch_bm25_deltas (collection, lexeme, df, length)'
+        ' SELECT $1, '''', %s, %s %s';  -- '''': the lexeme '' of the totals
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        EXECUTE format(post, TG_ARGV[1], 'new_rows') USING TG_ARGV[0];
+        EXECUTE format(totals, 'count(*)', length, 'FROM new_rows HAVING count(*) > 0')
+            USING TG_ARGV[0];
+    ELSIF TG_OP = 'DELETE' THEN
+        EXECUTE format(unpost, TG_ARGV[1], 'old_rows') USING TG_ARGV[0];
+        EXECUTE format(totals, '-count(*)', '-' || length, 'FROM old_rows HAVING count(*) > 0')
+            USING TG_ARGV[0];
+    ELSE
+        EXECUTE format(unpost, TG_ARGV[1], format(changed, 'old_rows', 'new_rows'))
+            USING TG_ARGV[0];
+        EXECUTE format(post, TG_ARGV[1], format(changed, 'new_rows', 'old_rows'))
+            USING TG_ARGV[0];
+        EXECUTE format(totals, '0', format('(SELECT %1$s FROM new_rows) - (SELECT %1$s FROM old_rows)', length),
+            format('WHERE (SELECT %1$s FROM new_rows) <> (SELECT %1$s FROM old_rows)', length))
+            USING TG_ARGV[0];
+    END IF;
+    RETURN NULL;
+END
+$$""")
+
+
+def postings_table(table: str) -> str:
+    """The postings table of a chunk table (names stay within PostgreSQL's 63 bytes: chunk
+    table names are at most 42)."""
+    return f"{table}_postings"
+
+
+def create_postings_table(table: str, *, keyed: bool = True) -> sql.Composed:
+    """The postings table of a chunk table. Autovacuum visits it sooner than by default:
+    index-only scans need the visibility map of new rows. `keyed=False`: without its primary
+    key, for a bulk fill (add_postings_key then builds the index sorted, half the size of one
+    grown row by row)."""
+    return sql.SQL("""
+CREATE TABLE IF NOT EXISTS {postings} (
+    lexeme   TEXT NOT NULL,
+    chunk_id VARCHAR(255) NOT NULL,
+    tf       INTEGER NOT NULL,
+    dl       INTEGER NOT NULL{key}
+) WITH (autovacuum_vacuum_insert_scale_factor = 0.02)""").format(
+        postings=sql.Identifier(postings_table(table)),
+        key=sql.SQL(",\n    PRIMARY KEY (lexeme, chunk_id) INCLUDE (tf, dl)" if keyed else ""),
+    )
+
+
+def add_postings_key(table: str) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (lexeme, chunk_id) INCLUDE (tf, dl)").format(
+        sql.Identifier(postings_table(table))
+    )
+
+
+def create_triggers(table: str, collection: str, text_config: str) -> sql.Composed:
+    """The triggers that keep a chunk table's BM25 data: its length per row, and its postings
+    and statistics per statement (the names of version 3's statistics triggers: replacing
+    them). Trigger arguments are literals: the names are validated identifiers."""
+    return sql.SQL("""
+CREATE OR REPLACE TRIGGER {length} BEFORE INSERT OR UPDATE OF content ON {table}
+    FOR EACH ROW EXECUTE FUNCTION embedsearch_bm25_length({config});
+CREATE OR REPLACE TRIGGER {inserted} AFTER INSERT ON {table}
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION embedsearch_bm25_index({collection}, {postings});
+CREATE OR REPLACE TRIGGER {updated} AFTER UPDATE ON {table}
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION embedsearch_bm25_index({collection}, {postings});
+CREATE OR REPLACE TRIGGER {deleted} AFTER DELETE ON {table}
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION embedsearch_bm25_index({collection}, {postings})""").format(
+        table=sql.Identifier(table),
+        length=sql.Identifier(f"{table}_bm25_length"),
+        inserted=sql.Identifier(f"{table}_bm25_insert"),
+        updated=sql.Identifier(f"{table}_bm25_update"),
+        deleted=sql.Identifier(f"{table}_bm25_delete"),
+        config=sql.Literal(text_config),
+        collection=sql.Literal(collection),
+        postings=sql.Literal(postings_table(table)),
+    )
+
+
+def lock_for_backfill(table: str) -> sql.Composed:
+    """Writes wait while a migration posts a table's existing chunks (reads go on): a chunk
+    written meanwhile would be neither posted by the fill nor by triggers not yet committed."""
+    return sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(table))
+
+
+def backfill_postings_batch(table: str, *, keyed: bool = True) -> sql.Composed:
+    """The postings of one batch of existing chunks (keyset order; size NULL: all of them);
+    returns the batch's last chunk id and its size. Into a keyed table, chunks already posted
+    are left as they are."""
+    return sql.SQL("""
+WITH batch AS MATERIALIZED (
+    SELECT chunk_id, content_tsv, bm25_length FROM {table}
+    WHERE chunk_id > %(after)s ORDER BY chunk_id LIMIT %(size)s
+), posted AS (
+    INSERT INTO {postings} (lexeme, chunk_id, tf, dl)
+    SELECT u.lexeme, b.chunk_id, coalesce(array_length(u.positions, 1), 1),
+        coalesce(b.bm25_length, embedsearch_tsvector_length(b.content_tsv))
+    FROM batch AS b, unnest(b.content_tsv) AS u{conflict}
+)
+SELECT max(chunk_id), count(*) FROM batch""").format(
+        table=sql.Identifier(table),
+        postings=sql.Identifier(postings_table(table)),
+        conflict=sql.SQL("\n    ON CONFLICT DO NOTHING" if keyed else ""),
+    )
+
+
+def drop_postings(table: str) -> sql.Composed:
+    return sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(postings_table(table)))
+
+
+def score_postings(table: str, condition: sql.Composable) -> sql.Composed:
+    """BM25 (Lucene's form) from the postings of the query's lexemes, best first, in one
+    statement (one snapshot, one round trip): the query's statistics, the `depth` best chunks by
+    score, then those of them the filter keeps (the caller deepens when a filter leaves fewer
+    than `limit`). A query without lexemes that any chunk holds finds nothing."""
+    return sql.SQL("""
+WITH {counted}, totals AS (
+    SELECT df::float8 AS chunks, greatest(length::float8 / nullif(df, 0), 1) AS avgdl
+    FROM counted WHERE lexeme = '' AND df > 0
+), terms AS MATERIALIZED (  -- computed once per lexeme, not once per posting
+    SELECT c.lexeme, ln(1 + (t.chunks - c.df::float8 + 0.5) / (c.df::float8 + 0.5)) AS idf,
+        t.avgdl
+    FROM counted AS c, totals AS t WHERE c.lexeme <> '' AND c.df > 0
+), scored AS MATERIALIZED (
+    SELECT p.chunk_id, sum(q.idf * p.tf * (%(k1)s + 1)
+        / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.dl / q.avgdl))) AS score
+    FROM terms AS q JOIN {postings} AS p ON p.lexeme = q.lexeme
+    GROUP BY p.chunk_id
+    ORDER BY score DESC, p.chunk_id
+    LIMIT %(depth)s
+)
+SELECT c.chunk_id, s.score, c.content, c.metadata, c.document_id
+FROM scored AS s JOIN {table} AS c ON c.chunk_id = s.chunk_id
+WHERE {condition}
+ORDER BY s.score DESC, c.chunk_id
+LIMIT %(limit)s""").format(
+        counted=_COUNTED,
+        table=sql.Identifier(table),
+        postings=sql.Identifier(postings_table(table)),
         condition=condition,
     )

@@ -65,6 +65,12 @@ REGISTERED_COLLECTIONS = sql.SQL(
     " WHERE to_regclass(quote_ident(table_name)) IS NOT NULL ORDER BY table_name"
 )
 
+# The same, with each one's text search configuration (version 3 and later).
+REGISTERED_TEXT_CONFIGS = sql.SQL(
+    "SELECT table_name, name, text_config FROM embedsearch_collections"
+    " WHERE to_regclass(quote_ident(table_name)) IS NOT NULL ORDER BY table_name"
+)
+
 
 def v1_complete_chunk_table(table: str) -> sql.Composed:
     """Version 1's columns and indexes of a chunk table (idempotent)."""
