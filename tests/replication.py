@@ -64,16 +64,22 @@ class StreamingReplica:
     def start(self) -> None:
         options = f"-h 127.0.0.1 -p {self.port} -k {self.root}"
         self._exec(
-            "pg_ctl", "-w", "-D", str(self.pgdata), "-o", options, "-l", str(self.root / "log"), "start"
+            "pg_ctl",
+            "-w",
+            "-D",
+            str(self.pgdata),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "start",
         )
 
     def stop(self, mode: str = "fast") -> None:
         self._exec("pg_ctl", "-w", "-D", str(self.pgdata), "-m", mode, "stop")
 
     def url(self, database: str = "postgres") -> str:
-        return (
-            f"postgresql://postgres:{self.primary.password}@127.0.0.1:{self.port}/{database}"
-        )
+        return f"postgresql://postgres:{self.primary.password}@127.0.0.1:{self.port}/{database}"
 
     def wait_for(self, database: str, timeout_s: float = 30) -> None:
         """Until `database` (made on the primary) can be connected to here."""

@@ -39,7 +39,7 @@ def split_database_urls(value: str) -> list[str]:
     passwords)."""
     urls = [url.strip() for url in _URL_START.split(value.strip())]
     for number, url in enumerate(urls, 1):
-        if not re.match(r"postgres(ql)?://[^,\s]", url):
+        if not re.fullmatch(r"postgres(ql)?://[^,\s]\S*", url):
             raise InvalidInput(
                 f"{READ_DATABASE_URLS_VAR}: item {number} is not a postgresql:// URL"
                 " (comma-separated postgresql://user:password@host:port/db URLs)",
