@@ -8,10 +8,11 @@ the replica once replayed: it is a copy of the whole server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import time
-from pathlib import Path
 
 import psycopg
 
@@ -94,8 +95,6 @@ class StreamingReplica:
                 time.sleep(0.05)
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")
-        except Exception:
-            pass  # already stopped
         shutil.rmtree(self.root, ignore_errors=True)
