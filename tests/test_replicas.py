@@ -299,6 +299,26 @@ def test_stopping_the_replica_under_search_load_fails_no_search(
     assert statuses[200] > 60
 
 
+def test_reads_go_on_on_the_replica_while_the_primary_is_down(
+    cluster: Cluster, database: Database, local_embedder: LocalEmbedder, tmp_path: Path
+) -> None:
+    settings = replica_settings(database, tmp_path, db_timeout_s=1)
+    with serve(settings, local_embedder) as http:
+        fill(http)
+        cluster.primary.stop()
+        try:
+            for request in (
+                http.get("/readyz"),
+                http.post("/embed", json={"chunkId": "x", "text": "while down"}),
+            ):
+                assert request.status_code == 503, request.text
+            response = http.post("/search/pgvector", json={"query": "databases"})
+            assert found_ids(response) == set(TEXTS)
+            assert replica_healthy(http, cluster) == 1
+        finally:
+            cluster.primary.start()
+
+
 @pytest.mark.parametrize(
     "header", ["zz", "1/", "/1", "0/123456789", "1/2/3", "16/B374D848 x", "0x16/B3", "-1/0"]
 )
