@@ -134,9 +134,9 @@ def run(
 def report(legs: list[Leg], clients: int, rounds: int) -> None:
     print(f"{ENDPOINT}, {clients} clients, medians over {rounds} rounds")
     print(
-        "  every node (PostgreSQL primary and replica, the API server, the client) runs on the"
-        " same 2 CPU cores: a replica adds no CPU here, so these ratios measure what routing"
-        " costs, not what a replica on a machine of its own would add"
+        f"  every node (PostgreSQL primary and replica, the API server, the client) shares the"
+        f" same {psutil.cpu_count()} CPU cores:\n  a replica adds no CPU here, so these ratios"
+        " measure what routing costs, not what a replica on a machine of its own would add"
     )
     nodes = sorted({node for leg in legs for cpu in leg.cpu_ms for node in cpu})
     cpu_heads = "".join(f" {'CPU ms/req ' + node:>20}" for node in nodes)

@@ -343,10 +343,19 @@ def test_without_replicas_nothing_changes(client: httpx.Client) -> None:
 def test_library_users_get_the_lsn_and_read_their_writes(
     cluster: Cluster, database: Database, local_embedder: LocalEmbedder, tmp_path: Path
 ) -> None:
-    settings = replica_settings(database, tmp_path, replica_max_lag_s=60, min_lsn_wait_s=0.2)
+    settings = replica_settings(
+        database, tmp_path, replica_max_lag_s=60, min_lsn_wait_s=0.2, ef_search=123
+    )
 
     async def go() -> None:
         async with open_deps(settings, embedder=local_embedder) as deps:
+            # A replica's connections start with the primary's session defaults.
+            with replica_reads():
+                async with deps.store.database.reading() as conn:
+                    cur = await conn.execute(
+                        "SELECT pg_is_in_recovery(), current_setting('hnsw.ef_search')"
+                    )
+                    assert await cur.fetchone() == (True, "123")
             await chunks.embed_chunk(deps, "first", "Machine learning basics")
             with replay_paused(cluster):
                 await chunks.embed_chunk(deps, "second", "Deep learning and neural networks")
@@ -359,7 +368,7 @@ def test_library_users_get_the_lsn_and_read_their_writes(
                     outcome = await search.search(deps, "neural networks", limit=10)
                 assert {hit.chunk_id for hit in outcome.hits} == {"first", "second"}
             statuses, primary_reads = deps.store.database.replica_statuses()
-            assert [s.reads for s in statuses] == [1] and primary_reads == 1
+            assert [s.reads for s in statuses] == [2] and primary_reads == 1
 
     asyncio.run(go())
 

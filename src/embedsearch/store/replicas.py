@@ -321,21 +321,21 @@ class Replicas:
         deadline); one that fails here is skipped and the next one tried at once."""
         deadline = time.monotonic() + self._options.min_lsn_wait_s
         for replica in self._candidates(min_lsn):
-            attempt = AsyncExitStack()
-            try:
-                async with database_errors():
-                    conn = await attempt.enter_async_context(replica.pool.connection())
-                    ready = min_lsn is None or await _replayed(conn, min_lsn, deadline)
-            except DatabaseUnavailable as exc:
-                await attempt.aclose()
-                self._lost(replica, exc)
-                continue
-            if not ready:
-                await attempt.aclose()
-                return None, None  # waited long enough: the primary has it
-            await stack.enter_async_context(attempt.pop_all())
-            replica.reads += 1
-            return replica, conn
+            # The connection goes back to its pool when this block ends (failed, not caught
+            # up, cancelled), unless it is handed on to the caller's stack.
+            async with AsyncExitStack() as attempt:
+                try:
+                    async with database_errors():
+                        conn = await attempt.enter_async_context(replica.pool.connection())
+                        ready = min_lsn is None or await _replayed(conn, min_lsn, deadline)
+                except DatabaseUnavailable as exc:
+                    self._lost(replica, exc)
+                    continue
+                if not ready:
+                    return None, None  # waited long enough: the primary has it
+                await stack.enter_async_context(attempt.pop_all())
+                replica.reads += 1
+                return replica, conn
         return None, None
 
     def _lost(self, replica: Replica, exc: BaseException) -> None:
