@@ -5,7 +5,9 @@ transaction, run again when PostgreSQL aborted it for a deadlock or a serializat
 `writing()` (one transaction, once), and statements that cannot run inside a transaction (CREATE
 INDEX CONCURRENTLY) through `dedicated()`. Writes and dedicated connections use the primary;
 reads use it too, unless read replicas are configured and the read runs inside
-`replica_reads()` (store/replicas.py says which replica then serves it).
+`replica_reads()` (store/replicas.py says which replica then serves it). A store read that
+may run on a replica is decorated with `retry_elsewhere`: run again on another server when its
+replica goes away in the middle of it (without it, that read gets a 503, as on an outage).
 
 Pooled connections are in autocommit mode: a read of one statement is one round trip (no BEGIN,
 no ROLLBACK when the connection goes back); reads that need one snapshot or transaction-local
