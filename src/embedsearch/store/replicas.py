@@ -1,17 +1,12 @@
-"""Read replicas: which one serves a read, and a background check of each one's health.
+"""Read replicas: which server serves a read (replica_health.py keeps their health).
 
 Reads that may use a replica run inside `replica_reads()` (the API opens it for read requests;
 library users open it themselves); everything else, writes above all, stays on the primary.
-A replica serves reads while it answers as a standby and its lag is within `max_lag_s`. Lag is
-measured against our own clock, not the servers': each check round reads the primary's flushed
-WAL position first, and a replica's lag is how long ago the primary stood at a position the
-replica has replayed since (0 when it has replayed the newest). An idle primary then shows no
-lag, a replica cut off from the primary shows a growing one, and no clocks need to agree.
-
-A replica that fails (down, cut off, lagging, or a read on it failing at connection level) is
-skipped until a later round finds it healthy again; with none healthy, reads go to the primary.
-A read that fails on a replica before it got its connection goes on to another server at once;
-one that fails in the middle raises ReplicaLost, and `retry_elsewhere` runs the read again.
+Healthy replicas take reads in turn; a replica that fails (down, cut off, lagging, or a read
+on it failing at connection level) is skipped until a later health round finds it healthy
+again; with none healthy, reads go to the primary. A read that fails on a replica before it
+got its connection goes on to another server at once; one that fails in the middle raises
+ReplicaLost, and `retry_elsewhere` runs the read again.
 
 A read given a WAL position (`min_lsn`, read-your-writes) waits, up to `min_lsn_wait_s`, for
 the most advanced healthy replica to have replayed it, checked on the connection that then
@@ -23,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
@@ -35,20 +28,17 @@ from contextlib import (
 )
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from embedsearch.core.errors import DatabaseUnavailable
-from embedsearch.store.lsn import format_lsn, parse_lsn
-from embedsearch.store.pool import (
-    Connection,
-    ServerPool,
-    connect_timeout,
-    database_errors,
-    first_line,
-)
+from embedsearch.store.lsn import format_lsn
+from embedsearch.store.pool import Connection, ServerPool, database_errors, first_line
+from embedsearch.store.replica_health import HealthChecks, Monitor, Replica, ReplicaStatus
+
+__all__ = ["PRIMARY", "ReplicaLost", "ReplicaOptions", "ReplicaStatus", "Replicas"]
 from embedsearch.store.sql import replicas as sql
 
 log = logging.getLogger(__name__)
@@ -124,87 +114,6 @@ def replica_names(urls: Sequence[str]) -> list[str]:
     return names
 
 
-class _LagClock:
-    """The primary's flushed WAL position at each check round (monotonic time, LSN)."""
-
-    def __init__(self, keep: int) -> None:
-        self._samples: deque[tuple[float, int]] = deque(maxlen=keep)
-
-    def add(self, at: float, lsn: int) -> None:
-        self._samples.append((at, lsn))
-
-    @property
-    def newest(self) -> int | None:
-        return self._samples[-1][1] if self._samples else None
-
-    def lag_s(self, replayed: int, now: float) -> float:
-        """How long ago the primary stood where `replayed` is; inf if longer than we keep."""
-        for index, (at, lsn) in enumerate(reversed(self._samples)):
-            if lsn <= replayed:
-                return 0.0 if index == 0 else now - at
-        return math.inf
-
-
-class _Monitor:
-    """A connection of its own to one server for the health checks, so that a check never
-    waits behind busy pooled connections; reconnected on the next round after a failure."""
-
-    def __init__(self, url: str, timeout_s: float) -> None:
-        self._url = url
-        self._timeout_s = timeout_s
-        self._conn: Connection | None = None
-        self.error = ""  # why the last check failed (libpq's words: no credentials in them)
-
-    async def fetchone(self, statement: psycopg.sql.SQL) -> tuple[Any, ...] | None:
-        try:
-            return await asyncio.wait_for(self._fetchone(statement), self._timeout_s)
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            self.error = first_line(exc) if str(exc).strip() else "no answer in time"
-            await self.close()
-            return None
-
-    async def _fetchone(self, statement: psycopg.sql.SQL) -> tuple[Any, ...] | None:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=connect_timeout(self._timeout_s)
-            )
-        return await (await self._conn.execute(statement)).fetchone()
-
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
-
-
-class Replica:
-    def __init__(self, name: str, pool: ServerPool, monitor: _Monitor) -> None:
-        self.name = name
-        self.pool = pool
-        self.monitor = monitor
-        self.healthy = False
-        self.replayed: int | None = None
-        self.lag_s: float | None = None
-        self.lag_bytes: int | None = None
-        self.reads = 0
-        self._reason = "not checked yet"
-
-    def set_health(self, healthy: bool, reason: str = "") -> None:
-        if healthy and not self.healthy:
-            log.info("read replica %s is healthy: serving reads", self.name)
-        elif not healthy and (self.healthy or reason != self._reason):
-            log.warning("read replica %s skipped: %s", self.name, reason)
-        self.healthy, self._reason = healthy, reason
-
-
-@dataclass(frozen=True)
-class ReplicaStatus:
-    name: str
-    healthy: bool
-    lag_s: float | None
-    lag_bytes: int | None
-    reads: int
-
-
 class Replicas:
     def __init__(
         self,
@@ -215,70 +124,34 @@ class Replicas:
         timeout_s: float,
     ) -> None:
         self._options = options
-        keep = math.ceil(options.max_lag_s / options.check_interval_s) + 2
-        self._clock = _LagClock(keep)
         check_timeout = min(timeout_s, max(options.check_interval_s, 0.5))
-        self._primary = _Monitor(primary_url, check_timeout)
         self._replicas = [
             Replica(
-                name, pool(url, min(timeout_s, _CHECKOUT_TIMEOUT_S)), _Monitor(url, check_timeout)
+                name, pool(url, min(timeout_s, _CHECKOUT_TIMEOUT_S)), Monitor(url, check_timeout)
             )
             for name, url in zip(replica_names(options.urls), options.urls, strict=True)
         ]
+        self._health = HealthChecks(
+            Monitor(primary_url, check_timeout),
+            self._replicas,
+            max_lag_s=options.max_lag_s,
+            interval_s=options.check_interval_s,
+        )
         self._turn = 0
         self.primary_reads = 0
-        self._checking: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Open the pools (a replica down now is no reason not to start) and check once, so
         that the first reads can already use the healthy replicas."""
         for replica in self._replicas:
             await replica.pool.open(wait=False)
-        await self.check()
-        self._checking = asyncio.create_task(self._check_every_interval())
+        await self._health.check()
+        self._health.start()
 
     async def close(self) -> None:
-        if self._checking is not None:
-            self._checking.cancel()
-            await asyncio.gather(self._checking, return_exceptions=True)
-        for monitor in [self._primary, *(r.monitor for r in self._replicas)]:
-            await monitor.close()
+        await self._health.stop()
         for replica in self._replicas:
             await replica.pool.close()
-
-    async def _check_every_interval(self) -> None:
-        while True:
-            await asyncio.sleep(self._options.check_interval_s)
-            try:
-                await self.check()
-            except Exception:  # a bug here must not end the checks for good
-                log.exception("replica health check failed")
-
-    async def check(self) -> None:
-        """One round: the primary's position first, then every replica's, all at once."""
-        now = time.monotonic()
-        row = await self._primary.fetchone(sql.PRIMARY_FLUSHED)
-        if row is not None:
-            self._clock.add(now, parse_lsn(row[0]))
-        await asyncio.gather(*(self._check(replica) for replica in self._replicas))
-
-    async def _check(self, replica: Replica) -> None:
-        row = await replica.monitor.fetchone(sql.REPLICA_STATE)
-        if row is None:
-            replica.set_health(False, f"unreachable ({replica.monitor.error})")
-            return
-        in_recovery, replayed = row
-        if not in_recovery or replayed is None:
-            replica.set_health(False, "not a standby (pg_is_in_recovery() is false)")
-            return
-        replica.replayed = parse_lsn(replayed)
-        replica.lag_s = self._clock.lag_s(replica.replayed, time.monotonic())
-        newest = self._clock.newest
-        replica.lag_bytes = None if newest is None else max(0, newest - replica.replayed)
-        if replica.lag_s > self._options.max_lag_s:
-            replica.set_health(False, f"lagging more than {self._options.max_lag_s:g} s")
-        else:
-            replica.set_health(True)
 
     def statuses(self) -> list[ReplicaStatus]:
         return [
