@@ -319,25 +319,38 @@ def test_reads_go_on_on_the_replica_while_the_primary_is_down(
             cluster.primary.start()
 
 
-@pytest.mark.parametrize(
-    "header", ["zz", "1/", "/1", "0/123456789", "1/2/3", "16/B374D848 x", "0x16/B3", "-1/0"]
-)
-def test_a_malformed_min_lsn_is_a_400_naming_the_header(client: httpx.Client, header: str) -> None:
-    # On a server without replicas too: the header means the same wherever it is sent.
-    response = client.post("/search/pgvector", json={"query": "x"}, headers={MIN_LSN: header})
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["code"] == "invalid_header"
-    assert error["field"] == MIN_LSN
+BAD_MIN_LSNS = ("zz", "1/", "/1", "0/123456789", "1/2/3", "16/B374D848 x", "0x16/B3", "-1/0", "")
 
 
-def test_without_replicas_nothing_changes(client: httpx.Client) -> None:
-    write = client.post("/embed", json={"chunkId": "a", "text": "hello"})
-    assert write.status_code == 200
-    assert LSN not in write.headers
-    response = client.post("/search/pgvector", json={"query": "hello"}, headers={MIN_LSN: "0/1"})
-    assert found_ids(response) == {"a"}
-    assert not any("replica" in line for line in client.get("/metrics").text.splitlines())
+def test_a_malformed_min_lsn_is_a_400_naming_the_header(
+    database: Database, local_embedder: LocalEmbedder, tmp_path: Path
+) -> None:
+    plain = Settings(database_url=database.primary, data_dir=tmp_path / "plain")
+    # With replicas or without: the header means the same wherever it is sent.
+    for settings in (replica_settings(database, tmp_path), plain):
+        with serve(settings, local_embedder) as http:
+            for header in BAD_MIN_LSNS:
+                response = http.post(
+                    "/search/pgvector", json={"query": "x"}, headers={MIN_LSN: header}
+                )
+                assert response.status_code == 400, (header, response.text)
+                error = response.json()["error"]
+                assert error["code"] == "invalid_header"
+                assert error["field"] == MIN_LSN
+
+
+def test_without_replicas_nothing_changes(
+    database: Database, local_embedder: LocalEmbedder, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=database.primary, data_dir=tmp_path / "data")
+    with serve(settings, local_embedder) as http:
+        write = http.post("/embed", json={"chunkId": "a", "text": "hello"})
+        assert write.status_code == 200
+        assert LSN not in write.headers
+        headers = {MIN_LSN: "0/1"}
+        response = http.post("/search/pgvector", json={"query": "hello"}, headers=headers)
+        assert found_ids(response) == {"a"}
+        assert not any("replica" in line for line in http.get("/metrics").text.splitlines())
 
 
 def test_library_users_get_the_lsn_and_read_their_writes(
