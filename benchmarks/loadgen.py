@@ -18,14 +18,17 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
-def encode_posts(url: str, path: str, bodies: list[dict[str, object]]) -> list[bytes]:
+def encode_posts(
+    url: str, path: str, bodies: list[dict[str, object]], headers: dict[str, str] | None = None
+) -> list[bytes]:
     host = urlsplit(url).netloc
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     requests = []
     for body in bodies:
         payload = json.dumps(body).encode()
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n"
+            f"{extra}Content-Length: {len(payload)}\r\n\r\n"
         )
         requests.append(head.encode() + payload)
     return requests

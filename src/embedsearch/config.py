@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +25,27 @@ from embedsearch.core.constants import (
     DEFAULT_WRITE_RETRIES,
     HNSW_MAX_EF_SEARCH,
 )
+from embedsearch.core.errors import InvalidInput
 from embedsearch.core.validation import parse_embedder_spec
+
+READ_DATABASE_URLS_VAR = "EMBEDSEARCH_READ_DATABASE_URLS"
+# A URL starts at each "postgresql://" (or "postgres://"): commas inside one (a multi-host
+# URL, "h1,h2") do not split it.
+_URL_START = re.compile(r",\s*(?=postgres(?:ql)?://)")
+
+
+def split_database_urls(value: str) -> list[str]:
+    """Comma-separated postgresql:// URLs. Errors name the position, never the text (it holds
+    passwords)."""
+    urls = [url.strip() for url in _URL_START.split(value.strip())]
+    for number, url in enumerate(urls, 1):
+        if not re.fullmatch(r"postgres(ql)?://[^,\s]\S*", url):
+            raise InvalidInput(
+                f"{READ_DATABASE_URLS_VAR}: item {number} is not a postgresql:// URL"
+                " (comma-separated postgresql://user:password@host:port/db URLs)",
+                field=READ_DATABASE_URLS_VAR,
+            )
+    return urls
 
 
 def default_data_dir() -> Path:
@@ -98,6 +119,17 @@ class Settings(BaseSettings):
     # Upper bound for maintenance_work_mem while building an ANN index (sized from the rows).
     index_build_memory_mb: int = Field(default=DEFAULT_INDEX_BUILD_MEMORY_MB, ge=64)
 
+    # Read replicas (PostgreSQL streaming replicas of database_url): comma-separated
+    # postgresql:// URLs. Searches and reads go to a healthy one, writes to the primary.
+    read_database_urls: SecretStr | None = None
+    # A replica further behind the primary than this is skipped until it catches up.
+    replica_max_lag_s: float = Field(default=5.0, gt=0)
+    # How often each replica's health and lag are checked (in the background).
+    replica_check_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # A read with X-Embedsearch-Min-Lsn waits this long for a replica to replay that
+    # position; past it, the primary serves it.
+    min_lsn_wait_s: float = Field(default=0.5, ge=0, le=60)
+
     # Database.
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
@@ -108,6 +140,14 @@ class Settings(BaseSettings):
     def _embedder_has_provider(cls, value: str) -> str:
         parse_embedder_spec(value)
         return value
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """The read replicas' URLs (empty when none is configured). Checked here, when the
+        store opens, not by a validator: pydantic's errors would quote the value."""
+        if self.read_database_urls is None:
+            return []
+        return split_database_urls(self.read_database_urls.get_secret_value())
 
     @property
     def pgdata(self) -> Path:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 from pydantic import SecretStr
 
 from embedsearch.config import Settings
+from embedsearch.core.errors import InvalidInput
 from embedsearch.core.keys import READ_KEYS_VAR, WRITE_KEYS_VAR, AccessConfigError, parse_keys
 
 # The id of the request being handled (api/metrics.py sets it for each request). Each request
@@ -87,14 +88,20 @@ class Redactor:
 
 
 def known_secrets(settings: Settings) -> list[str]:
-    """The secret values the settings and environment hold: API keys, the database password,
-    the OpenAI key."""
+    """The secret values the settings and environment hold: API keys, the database's and the
+    read replicas' passwords, the OpenAI key."""
     found = [
         *_keys(settings.api_keys, WRITE_KEYS_VAR),
         *_keys(settings.read_api_keys, READ_KEYS_VAR),
     ]
     if settings.database_url is not None:
         found += _database_password(settings.database_url.get_secret_value())
+    try:
+        replicas = settings.replica_urls
+    except InvalidInput:  # the store refuses to open with it, saying why
+        replicas = []
+    for url in replicas:
+        found += _database_password(url)
     if openai_key := os.environ.get("OPENAI_API_KEY"):
         found.append(openai_key)
     return found

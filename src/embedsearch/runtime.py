@@ -17,6 +17,7 @@ from embedsearch.embedders import Embedder
 from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.store import Store
 from embedsearch.store.embedded import EmbeddedPostgres
+from embedsearch.store.replicas import ReplicaOptions, replica_names
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,19 @@ async def _database_url(settings: Settings, stack: AsyncExitStack) -> str:
     embedded = await asyncio.to_thread(EmbeddedPostgres, settings.pgdata)
     stack.push_async_callback(asyncio.to_thread, embedded.stop)  # pg_ctl stop: off the loop
     return embedded.url
+
+
+def _replicas(settings: Settings) -> ReplicaOptions | None:
+    urls = settings.replica_urls
+    if not urls:
+        return None
+    log.info("read replicas: %d (%s)", len(urls), ", ".join(replica_names(urls)))
+    return ReplicaOptions(
+        urls,
+        max_lag_s=settings.replica_max_lag_s,
+        check_interval_s=settings.replica_check_interval_s,
+        min_lsn_wait_s=settings.min_lsn_wait_s,
+    )
 
 
 @asynccontextmanager
@@ -48,6 +62,7 @@ async def open_deps(
                 timeout_s=settings.db_timeout_s,
                 ef_search=settings.ef_search,
                 write_retries=settings.write_retries,
+                replicas=_replicas(settings),
             )
             stack.push_async_callback(store.close)
             await store.open()

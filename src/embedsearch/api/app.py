@@ -13,6 +13,7 @@ from embedsearch.api.auth import install_access_control
 from embedsearch.api.errors import install_error_handlers
 from embedsearch.api.limits import BodySizeLimit
 from embedsearch.api.metrics import Metrics, ObserveRequests
+from embedsearch.api.read_your_writes import ReadYourWrites
 from embedsearch.api.routes import (
     chunks,
     collections,
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     # Innermost: a request cancelled by a shutdown's deadline answers 503 through the others.
     app.add_middleware(ShutdownGuard, inflight=inflight)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Which server a request's reads use, and the write's WAL position (after the key check).
+    app.add_middleware(ReadYourWrites, deps=lambda: getattr(app.state, "deps", None))
     # Last, so the key check and CORS wrap every other middleware.
     install_access_control(app, settings)
     # After even that: outermost, so 401s and CORS answers carry the request id and count too.

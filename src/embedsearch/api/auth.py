@@ -40,8 +40,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POSTs that compute and store nothing, so a read key may call them. The one list of them.
 READ_ONLY_POSTS = frozenset({"/search", "/search/pgvector", "/v1/embeddings"})
 
-CORS_ALLOW_HEADERS = ("Authorization", "X-API-Key", "Content-Type")
-CORS_EXPOSE_HEADERS = ("WWW-Authenticate", "Retry-After", "X-Request-Id")
+CORS_ALLOW_HEADERS = ("Authorization", "X-API-Key", "Content-Type", "X-Embedsearch-Min-Lsn")
+CORS_EXPOSE_HEADERS = ("WWW-Authenticate", "Retry-After", "X-Request-Id", "X-Embedsearch-Lsn")
 
 
 class Access(IntEnum):
@@ -61,6 +61,11 @@ def required_access(method: str, path: str) -> Access:
     if method in READ_METHODS or (method == "POST" and path in READ_ONLY_POSTS):
         return Access.READ
     return Access.WRITE
+
+
+def access_needed(scope: Scope) -> Access:
+    """What a request needs, by its method and the path the router matches."""
+    return required_access(scope.get("method", "GET"), _route_path(scope))
 
 
 @lru_cache(maxsize=4096)
@@ -133,7 +138,7 @@ class AccessPolicy:
 
     def refusal(self, scope: Scope) -> JSONResponse | None:
         """The error to answer with, or None to let the request through."""
-        needed = required_access(scope.get("method", "GET"), _route_path(scope))
+        needed = access_needed(scope)
         if needed is Access.NONE:
             return None
         if not self.digests:

@@ -36,6 +36,7 @@ from embedsearch.core.deps import Deps
 from embedsearch.core.errors import DatabaseUnavailable
 from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.logs import REQUEST_ID
+from embedsearch.store.replicas import PRIMARY, ReplicaStatus
 from embedsearch.store.stats import CatalogStats, PoolStats, StoreStats
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class _Readings:
     pool: PoolStats | None = None
     database_up: bool | None = None  # None: no database yet (starting)
     catalog: CatalogStats | None = None
+    replicas: list[ReplicaStatus] | None = None  # None: no replicas configured
+    primary_reads: int = 0  # reads that could have used a replica, served by the primary
 
 
 class _ReadingsCollector(Collector):
@@ -129,6 +132,8 @@ class _ReadingsCollector(Collector):
                 value=int(readings.database_up),
             )
         yield from _catalog_metrics(readings.catalog)
+        if readings.replicas is not None:
+            yield from _replica_metrics(readings.replicas, readings.primary_reads)
 
 
 def _pool_metrics(pool: PoolStats | None) -> Iterator[Metric]:
@@ -161,6 +166,42 @@ def _catalog_metrics(catalog: CatalogStats | None) -> Iterator[Metric]:
         builds.add_metric([], catalog.index_builds)
     yield rows
     yield builds
+
+
+def _replica_metrics(replicas: list[ReplicaStatus], primary_reads: int) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        f"{PREFIX}_replicas_healthy",
+        "Read replicas serving reads now (answering as standbys, lag within the bound).",
+        value=sum(r.healthy for r in replicas),
+    )
+    up = GaugeMetricFamily(
+        f"{PREFIX}_replica_healthy", "1 if this read replica serves reads.", labels=["replica"]
+    )
+    lag = GaugeMetricFamily(
+        f"{PREFIX}_replica_lag_seconds",
+        "How long ago the primary stood at the WAL position this replica has replayed.",
+        labels=["replica"],
+    )
+    lag_bytes = GaugeMetricFamily(
+        f"{PREFIX}_replica_lag_bytes",
+        "WAL the primary had flushed at the last check that this replica has not replayed.",
+        labels=["replica"],
+    )
+    reads = CounterMetricFamily(
+        f"{PREFIX}_replica_reads",
+        "Reads that may use a replica, by the server that served them (primary: no replica"
+        " was healthy, or none had replayed the read's X-Embedsearch-Min-Lsn in time).",
+        labels=["server"],
+    )
+    for replica in replicas:
+        up.add_metric([replica.name], int(replica.healthy))
+        if replica.lag_s is not None:
+            lag.add_metric([replica.name], replica.lag_s)
+        if replica.lag_bytes is not None:
+            lag_bytes.add_metric([replica.name], replica.lag_bytes)
+        reads.add_metric([replica.name], replica.reads)
+    reads.add_metric([PRIMARY], primary_reads)
+    yield from (up, lag, lag_bytes, reads)
 
 
 class Metrics:
@@ -203,6 +244,8 @@ class Metrics:
             return
         stats = StoreStats(deps.store.database)
         readings = _Readings(queued=_queued(deps.embedders), pool=stats.pool())
+        if deps.store.database.replicated:
+            readings.replicas, readings.primary_reads = deps.store.database.replica_statuses()
         try:
             readings.catalog = await stats.catalog()
             readings.database_up = True

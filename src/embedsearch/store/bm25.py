@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from embedsearch.store.database import Connection
 from embedsearch.store.filters import compile_filter
 from embedsearch.store.records import SearchHit
+from embedsearch.store.replicas import retry_elsewhere
 from embedsearch.store.sql import bm25 as sql
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Bm25:
         self._table = collection.table
         self._config = collection.text_config
 
+    @retry_elsewhere
     async def search(
         self, text: str, *, limit: int, filter_: dict[str, Any] | None = None
     ) -> list[SearchHit]:

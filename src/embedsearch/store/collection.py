@@ -24,6 +24,7 @@ from embedsearch.store.database import Connection, Database, Statement
 from embedsearch.store.documents import DocumentStore
 from embedsearch.store.filters import compile_filter
 from embedsearch.store.records import ChunkRecord, ChunkRows, SearchHit, TableLayout
+from embedsearch.store.replicas import retry_elsewhere
 from embedsearch.store.sql import chunks as sql
 from embedsearch.store.sql import documents as documents_sql
 from embedsearch.store.sql import search as search_sql
@@ -113,16 +114,19 @@ class CollectionHandle:
 
     # Reads.
 
+    @retry_elsewhere
     async def count(self) -> int:
         async with self.database.reading() as conn:
             row = await (await conn.execute(sql.count_rows(self.table))).fetchone()
             return int(row[0]) if row else 0
 
+    @retry_elsewhere
     async def get_chunk(self, chunk_id: str) -> ChunkRecord | None:
         async with self.database.reading() as conn:
             row = await (await conn.execute(sql.get_chunk(self.table), (chunk_id,))).fetchone()
         return ChunkRecord(*row) if row else None
 
+    @retry_elsewhere
     async def vectors(self, chunk_ids: Sequence[str]) -> dict[str, Any]:
         """Stored vectors (float32 arrays, also from halfvec) by chunk id."""
         async with self.database.reading() as conn:
@@ -133,6 +137,7 @@ class CollectionHandle:
 
     # Search.
 
+    @retry_elsewhere
     async def search(
         self,
         query: np.ndarray[Any, Any],

@@ -3,12 +3,19 @@
 Reads (searches, lookups) go through `reading()`, writes through `transaction(work)` (one
 transaction, run again when PostgreSQL aborted it for a deadlock or a serialization failure) or
 `writing()` (one transaction, once), and statements that cannot run inside a transaction (CREATE
-INDEX CONCURRENTLY) through `dedicated()`. Today all three use the primary; read replicas will
-plug in behind `reading()`.
+INDEX CONCURRENTLY) through `dedicated()`. Writes and dedicated connections use the primary;
+reads use it too, unless read replicas are configured and the read runs inside
+`replica_reads()` (store/replicas.py says which replica then serves it). A store read that
+may run on a replica is decorated with `retry_elsewhere`: run again on another server when its
+replica goes away in the middle of it (without it, that read gets a 503, as on an outage).
 
 Pooled connections are in autocommit mode: a read of one statement is one round trip (no BEGIN,
 no ROLLBACK when the connection goes back); reads that need one snapshot or transaction-local
 settings open a transaction (`reading(settings)`, or `conn.transaction()`).
+
+With replicas, every commit's WAL position is read after it on its connection and the newest
+is kept (`last_commit_lsn`): a read given it sees that write (read-your-writes). Without
+replicas nothing of this runs: no statement is added anywhere.
 """
 
 from __future__ import annotations
@@ -16,81 +23,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
-from pgvector.psycopg import register_vector_async
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from psycopg_pool.base import AttemptWithBackoff
 
 from embedsearch.core.constants import DEFAULT_WRITE_RETRIES
-from embedsearch.core.errors import DatabaseUnavailable, WriteConflict
-from embedsearch.store.sql import search as search_sql
+from embedsearch.core.errors import WriteConflict
+from embedsearch.store.lsn import format_lsn, parse_lsn
+from embedsearch.store.pool import (
+    Connection,
+    ServerPool,
+    connect_timeout,
+    database_errors,
+    first_line,
+)
+from embedsearch.store.replicas import ReplicaOptions, Replicas, ReplicaStatus, read_scope
+from embedsearch.store.sql import replicas as replicas_sql
+
+__all__ = ["Connection", "Database", "Statement", "database_errors", "first_line"]
 
 log = logging.getLogger(__name__)
 
-Connection = psycopg.AsyncConnection[Any]
 T = TypeVar("T")
 # A statement and its parameters, e.g. a transaction-local setting.
 Statement = tuple[psycopg.sql.SQL, Sequence[Any] | None]
 
-# A pooled connection used within this long is handed out again without a check round trip;
-# one idle longer is checked first (a server restart is then noticed before a request uses it).
-_CHECK_IF_IDLE_S = 2.0
-
-
-# PostgreSQL aborted the transaction for another's sake; run again, it can succeed. (psycopg's
-# DeadlockDetected is an OperationalError, not a TransactionRollback.)
-_COLLISIONS = (
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.TransactionRollback,
-)
-
-
-# While the server is down the pool retries connecting with a backoff that doubles without end
-# (after a minute's outage, a minute between tries); capped, it is back within a second.
-_MAX_RECONNECT_DELAY_S = 1.0
-
-
-class _CappedBackoff(AttemptWithBackoff):
-    def update_delay(self, now: float) -> None:
-        super().update_delay(now)
-        self.delay = min(self.delay, _MAX_RECONNECT_DELAY_S)
-
-
-class _Pool(AsyncConnectionPool[Connection]):
-    # psycopg_pool (pinned) has no setting for the backoff: its one retry hook, overridden.
-    async def _add_connection(
-        self, attempt: AttemptWithBackoff | None, growing: bool = False
-    ) -> None:
-        attempt = attempt or _CappedBackoff(timeout=self.reconnect_timeout)
-        await super()._add_connection(attempt, growing)
-
-
-@asynccontextmanager
-async def database_errors() -> AsyncIterator[None]:
-    """Turn connection-level failures into DatabaseUnavailable (HTTP 503), and a transaction
-    PostgreSQL aborted for a deadlock or a serialization failure into WriteConflict."""
-    try:
-        yield
-    except _COLLISIONS as exc:
-        raise WriteConflict(f"concurrent writes collided: {first_line(exc)}") from None
-    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-        raise DatabaseUnavailable(f"database unavailable: {first_line(exc)}") from None
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
 
 class Database:
-    """A connection pool to the primary, opened after the schema is migrated."""
+    """A connection pool to the primary, opened after the schema is migrated, and one to each
+    read replica when there are any."""
 
     def __init__(
         self,
@@ -101,70 +64,88 @@ class Database:
         timeout_s: float = 5.0,
         write_retries: int = DEFAULT_WRITE_RETRIES,
         session_settings: Mapping[str, str] | None = None,
+        replicas: ReplicaOptions | None = None,
     ) -> None:
         self._conninfo = conninfo
         self._write_retries = write_retries
         self._timeout_s = timeout_s
-        self._session_settings = dict(session_settings or {})
-        self._failed_at = 0.0  # time.monotonic() of the last connection-level failure
-        self._last_used: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
-        self._pool = _Pool(
+        settings = dict(session_settings or {})
+        self._primary = ServerPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
-            timeout=timeout_s,
-            open=False,
-            configure=self._configure,
-            check=self._check_if_idle,
-            reset=self._note_use,
-            kwargs={"connect_timeout": self._connect_timeout, "autocommit": True},
+            timeout_s=timeout_s,
+            session_settings=settings,
+        )
+        self._pool = self._primary.pool  # store/stats.py reads its counters
+        self._commit_lsn: int | None = None
+
+        def replica_pool(url: str, checkout_timeout_s: float) -> ServerPool:
+            # No minimum: a replica that is down then has no reconnect loop of its own (its
+            # health check notices it is back); the session defaults are the primary's.
+            return ServerPool(
+                url,
+                min_size=0,
+                max_size=max_size,
+                timeout_s=checkout_timeout_s,
+                session_settings=settings,
+            )
+
+        self._replicas = (
+            Replicas(replicas, primary_url=conninfo, pool=replica_pool, timeout_s=timeout_s)
+            if replicas is not None and replicas.urls
+            else None
         )
 
-    async def _configure(self, conn: Connection) -> None:
-        """Once per new connection: pgvector's types, and the session's default settings (so
-        that a request with the defaults sets nothing)."""
-        await register_vector_async(conn)
-        for name, value in self._session_settings.items():
-            await conn.execute(search_sql.SET_SESSION_DEFAULT, (name, value))
-
-    async def _check_if_idle(self, conn: Connection) -> None:
-        """Check a connection idle for a while, or last used before a connection failed (the
-        server may have restarted under it); skip the round trip for the rest."""
-        used = self._last_used.get(conn, 0.0)
-        if used < self._failed_at or time.monotonic() - used > _CHECK_IF_IDLE_S:
-            await AsyncConnectionPool.check_connection(conn)
-
-    async def _note_use(self, conn: Connection) -> None:
-        self._last_used[conn] = time.monotonic()
-
-    @property
-    def _connect_timeout(self) -> int:
-        return max(1, round(self._timeout_s))
-
     async def open(self) -> None:
-        async with database_errors():
-            await self._pool.open(wait=True, timeout=self._timeout_s)
+        await self._primary.open()
+        if self._replicas is not None:
+            await self._replicas.open()
 
     async def close(self) -> None:
-        await self._pool.close()
+        if self._replicas is not None:
+            await self._replicas.close()
+        await self._primary.close()
+
+    @property
+    def replicated(self) -> bool:
+        return self._replicas is not None
+
+    @property
+    def last_commit_lsn(self) -> str | None:
+        """The WAL position of the newest commit this process made (with replicas only): a
+        read inside `replica_reads(parse_lsn(it))` sees that write and all before it."""
+        return None if self._commit_lsn is None else format_lsn(self._commit_lsn)
+
+    def replica_statuses(self) -> tuple[list[ReplicaStatus], int]:
+        """Each replica's health, lag and reads served, and the reads the primary served in
+        their place (none healthy, or none caught up with a read's position)."""
+        if self._replicas is None:
+            return [], 0
+        return self._replicas.statuses(), self._replicas.primary_reads
+
+    async def _note_commit(self, conn: Connection) -> None:
+        """After a commit, on its connection (replicas only): keep its WAL position."""
+        row = await (await conn.execute(replicas_sql.INSERT_POSITION)).fetchone()
+        if row is not None:
+            lsn = parse_lsn(row[0])
+            self._commit_lsn = max(lsn, self._commit_lsn or 0)
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection; a connection-level failure marks every pooled connection as
-        one to check before its next use."""
-        try:
-            async with database_errors(), self._pool.connection() as conn:
-                yield conn
-        except DatabaseUnavailable:
-            self._failed_at = time.monotonic()
-            raise
-
-    @asynccontextmanager
-    async def reading(self, settings: Sequence[Statement] = ()) -> AsyncIterator[Connection]:
+    async def reading(
+        self, settings: Sequence[Statement] = (), *, primary: bool = False
+    ) -> AsyncIterator[Connection]:
         """A pooled connection for reads. Each statement is its own transaction, unless
         `settings` are given: those (transaction-local settings) and the caller's statements
-        then share one transaction."""
-        async with self._connection() as conn:
+        then share one transaction. `primary`: on the primary whatever the scope says (what
+        /readyz and /metrics report is the primary's)."""
+        scope = None if self._replicas is None or primary else read_scope()
+        source = (
+            self._primary.connection()
+            if scope is None or self._replicas is None
+            else self._replicas.reading(scope.min_lsn, self._primary.connection)
+        )
+        async with source as conn:
             if not settings:
                 yield conn
                 return
@@ -176,8 +157,11 @@ class Database:
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[Connection]:
         """A pooled primary connection inside one transaction: all of it commits, or none."""
-        async with self._connection() as conn, conn.transaction():
-            yield conn
+        async with self._primary.connection() as conn:
+            async with conn.transaction():
+                yield conn
+            if self._replicas is not None:
+                await self._note_commit(conn)
 
     async def transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """`work` in one transaction on the primary. PostgreSQL aborts one of two transactions
@@ -205,3 +189,9 @@ class Database:
             )
         async with conn, database_errors():
             yield conn
+            if self._replicas is not None and autocommit:  # e.g. an index built and swapped
+                await self._note_commit(conn)
+
+    @property
+    def _connect_timeout(self) -> int:
+        return connect_timeout(self._timeout_s)

@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 from embedsearch.core.errors import StaleDocument
 from embedsearch.store.database import Connection
 from embedsearch.store.records import DocumentRecord, DocumentState, DocumentWrite, concat_rows
+from embedsearch.store.replicas import retry_elsewhere
 from embedsearch.store.sql import documents as sql
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class DocumentStore:
             await self._chunks.write_rows(conn, rows)
         return created
 
+    @retry_elsewhere
     async def get(self, document_id: str) -> DocumentRecord | None:
         async with self._db.reading() as conn, conn.transaction():  # one snapshot for both
             row = await (await conn.execute(sql.GET_DOCUMENT, (self._name, document_id))).fetchone()

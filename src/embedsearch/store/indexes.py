@@ -12,6 +12,7 @@ from embedsearch.store.database import Connection, Database
 from embedsearch.store.ddl import Ddl, index_name
 from embedsearch.store.records import CollectionRecord, IndexBuildProgress, VectorIndexState
 from embedsearch.store.registry import Registry
+from embedsearch.store.replicas import retry_elsewhere
 from embedsearch.store.sql import indexes as sql
 
 
@@ -100,25 +101,29 @@ class IndexAdmin:
             await conn.execute(sql.rewrite_table(record.table))
 
     async def progress(self, record: CollectionRecord) -> IndexBuildProgress | None:
-        async with self._db.reading() as conn:
+        async with self._db.reading(primary=True) as conn:  # builds run on the primary
             cur = await conn.execute(sql.INDEX_BUILD_PROGRESS, (record.table,))
             row = await cur.fetchone()
         return IndexBuildProgress(*row) if row else None
 
+    @retry_elsewhere
     async def vector_indexes(self, record: CollectionRecord) -> list[VectorIndexState]:
         async with self._db.reading() as conn:
             return await _vector_indexes(conn, record.table)
 
+    @retry_elsewhere
     async def shared_buffers_bytes(self) -> int:
         async with self._db.reading() as conn:
             row = await (await conn.execute(sql.SHARED_BUFFERS)).fetchone()
             return int(row[0]) if row else 0
 
+    @retry_elsewhere
     async def table_size(self, record: CollectionRecord) -> int:
         async with self._db.reading() as conn:
             row = await (await conn.execute(sql.TABLE_SIZE, (record.table,))).fetchone()
             return int(row[0] or 0) if row else 0
 
+    @retry_elsewhere
     async def sample_vectors(self, record: CollectionRecord, n: int, rows: int) -> Any:
         """About `n` stored vectors picked at random (a block sample: cheap on big tables)."""
         percent = min(100.0, 100.0 * 3 * n / max(rows, 1))

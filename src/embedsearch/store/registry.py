@@ -14,6 +14,7 @@ from embedsearch.core.vector_index import Storage
 from embedsearch.store.database import Connection, Database
 from embedsearch.store.ddl import Ddl
 from embedsearch.store.records import CollectionOptions, CollectionRecord, TableLayout
+from embedsearch.store.replicas import retry_elsewhere
 from embedsearch.store.sql import bm25 as bm25_sql
 from embedsearch.store.sql import registry as sql
 from embedsearch.store.sql.schema import LOCK_MIGRATIONS, MIGRATION_LOCK_ID
@@ -29,10 +30,12 @@ class Registry:
         self._db = database
         self._ddl = ddl
 
+    @retry_elsewhere
     async def get(self, name: str) -> CollectionRecord | None:
         async with self._db.reading() as conn:
             return await _get(conn, name)
 
+    @retry_elsewhere
     async def list(self) -> list[CollectionRecord]:
         async with self._db.reading() as conn:
             rows = await (await conn.execute(sql.LIST_COLLECTIONS)).fetchall()
@@ -106,6 +109,7 @@ class Registry:
         )
         return await _get_existing(conn, name)
 
+    @retry_elsewhere
     async def text_config_exists(self, config: str) -> bool:
         async with self._db.reading() as conn:
             row = await (await conn.execute(sql.TEXT_CONFIG_EXISTS, (config,))).fetchone()

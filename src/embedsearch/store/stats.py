@@ -33,7 +33,8 @@ class StoreStats:
         return PoolStats(max(size - idle, 0), idle, stats.get("requests_waiting", 0))
 
     async def catalog(self) -> CatalogStats:
-        async with self._db.reading() as conn:
+        # The primary's: index builds run there, and its catalog is the newest.
+        async with self._db.reading(primary=True) as conn:
             rows = await (await conn.execute(sql.COLLECTION_ROWS)).fetchall()
             builds = await (await conn.execute(sql.INDEX_BUILDS_IN_PROGRESS)).fetchone()
         return CatalogStats(

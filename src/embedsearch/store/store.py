@@ -11,6 +11,7 @@ from embedsearch.store.indexes import IndexAdmin
 from embedsearch.store.migrations import migrate
 from embedsearch.store.records import CollectionRecord
 from embedsearch.store.registry import Registry
+from embedsearch.store.replicas import ReplicaOptions
 from embedsearch.store.sql import schema as sql
 
 
@@ -27,6 +28,7 @@ class Store:
         timeout_s: float = 5.0,
         ef_search: int = DEFAULT_EF_SEARCH,
         write_retries: int = DEFAULT_WRITE_RETRIES,
+        replicas: ReplicaOptions | None = None,
     ) -> None:
         self.database = Database(
             conninfo,
@@ -36,6 +38,7 @@ class Store:
             write_retries=write_retries,
             # Every session starts at the default: a search with it sets nothing.
             session_settings={"hnsw.ef_search": str(ef_search)},
+            replicas=replicas,
         )
         self.ef_search = ef_search
         ddl = Ddl()
@@ -44,7 +47,8 @@ class Store:
         self._compactions = Compactions()
 
     async def open(self) -> None:
-        """Migrate the schema (refusing one newer than this code), then open the pool."""
+        """Migrate the schema (refusing one newer than this code; on the primary only, replicas
+        replay it), then open the pools."""
         async with self.database.dedicated() as conn:
             await migrate(conn)
         await self.database.open()
@@ -64,6 +68,7 @@ class Store:
         )
 
     async def pgvector_version(self) -> str:
-        async with self.database.reading() as conn:
+        """The primary's (/readyz reports it: a replica down does not make us unready)."""
+        async with self.database.reading(primary=True) as conn:
             row = await (await conn.execute(sql.EXTENSION_VERSION)).fetchone()
             return str(row[0]) if row else "unknown"

@@ -8,6 +8,7 @@
     documents.py  documents and their chunks
     indexes.py    index administration: catalog reads, build locks and progress
     metrics.py    the catalog's estimates that /metrics reports
+    replicas.py   read replicas' health readings and read-your-writes positions
 
 Identifiers go through sql.Identifier, values are parameters.
 """
