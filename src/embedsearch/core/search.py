@@ -3,6 +3,7 @@ with Maximal Marginal Relevance."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,37 +95,47 @@ async def search(
     record, chunks = target.record, target.chunks
     distance = distance or record.distance
     fetch = mmr.fetch_k if mmr is not None else limit
-    vector, truncated = None, False
-    if mode is not SearchMode.LEXICAL or mmr is not None:
-        batch = await target.embed([query])
-        vector, truncated = batch.vectors[0], batch.truncated[0]
-    if mode is SearchMode.DENSE:
-        assert vector is not None
-        hits = await chunks.search(
-            vector,
-            limit=fetch,
-            distance=distance,
-            filter_=filter_,
-            exact=exact,
-            ef_search=ef_search,
-            probes=probes,
-            lexemes_of=query if require_lexemes else None,
-        )
-    elif mode is SearchMode.LEXICAL:
-        hits = await chunks.bm25.search(query, limit=fetch, filter_=filter_)
-    else:
-        assert vector is not None
-        depth = candidates or hybrid_depth(fetch)
-        dense = await chunks.search(
-            vector,
-            limit=depth,
-            distance=record.layout.index_distance,
-            filter_=filter_,
-            lexemes_of=query if require_lexemes else None,
-        )
-        lexical = await chunks.bm25.search(query, limit=depth, filter_=filter_)
-        fusion = fusion or (Fusion.from_dict(record.fusion) if record.fusion else Fusion())
-        hits = fuse(dense, lexical, fusion, limit=fetch)
+    depth = candidates or hybrid_depth(fetch)
+    # Hybrid: the lexical leg needs no vector, so it runs while the query is embedded and the
+    # dense leg searched (on a connection of its own): the legs' times overlap, not add up.
+    lexical_leg: asyncio.Task[list[SearchHit]] | None = None
+    if mode is SearchMode.HYBRID:
+        lexical_leg = asyncio.create_task(chunks.bm25.search(query, limit=depth, filter_=filter_))
+    try:
+        vector, truncated = None, False
+        if mode is not SearchMode.LEXICAL or mmr is not None:
+            batch = await target.embed([query])
+            vector, truncated = batch.vectors[0], batch.truncated[0]
+        if mode is SearchMode.DENSE:
+            assert vector is not None
+            hits = await chunks.search(
+                vector,
+                limit=fetch,
+                distance=distance,
+                filter_=filter_,
+                exact=exact,
+                ef_search=ef_search,
+                probes=probes,
+                lexemes_of=query if require_lexemes else None,
+            )
+        elif lexical_leg is None:
+            hits = await chunks.bm25.search(query, limit=fetch, filter_=filter_)
+        else:
+            assert vector is not None
+            dense = await chunks.search(
+                vector,
+                limit=depth,
+                distance=record.layout.index_distance,
+                filter_=filter_,
+                lexemes_of=query if require_lexemes else None,
+            )
+            lexical = await lexical_leg
+            fusion = fusion or (Fusion.from_dict(record.fusion) if record.fusion else Fusion())
+            hits = fuse(dense, lexical, fusion, limit=fetch)
+    finally:
+        if lexical_leg is not None and not lexical_leg.done():  # the other leg failed
+            lexical_leg.cancel()
+            await asyncio.gather(lexical_leg, return_exceptions=True)
     if mmr is not None and vector is not None and hits:
         stored = await chunks.vectors([hit.chunk_id for hit in hits])
         # MMR compares by cosine; raw (non-unit) collections are scaled here, not stored so.

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
@@ -28,7 +28,7 @@ from contextlib import (
 )
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -88,7 +88,7 @@ def read_scope() -> _Scope | None:
     return _SCOPE.get()
 
 
-def retry_elsewhere(read: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def retry_elsewhere(read: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """For a store read: run it again when its replica went away in the middle of it (the
     replica is skipped from then on, so the next run goes to another server)."""
 
