@@ -15,6 +15,7 @@ from embedsearch.api.limits import BodySizeLimit
 from embedsearch.api.metrics import Metrics, ObserveRequests
 from embedsearch.api.read_your_writes import ReadYourWrites
 from embedsearch.api.routes import (
+    aliases,
     chunks,
     collections,
     documents,
@@ -64,7 +65,17 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     )
     app.state.metrics = observed
     install_error_handlers(app)
-    routers = (chunks, documents, files, search, collections, health, metrics, openai_compat)
+    routers = (
+        chunks,
+        documents,
+        files,
+        search,
+        collections,
+        aliases,
+        health,
+        metrics,
+        openai_compat,
+    )
     for module in routers:
         app.include_router(module.router)
     ui.install(app)  # the search page at / and /ui/...

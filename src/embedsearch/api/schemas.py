@@ -309,6 +309,30 @@ class CollectionList(BaseModel):
     collections: list[CollectionPublic]
 
 
+class AliasSet(RequestModel):
+    name: str = Field(examples=["papers"], description=f"^{COLLECTION_NAME_PATTERN}$")
+    collection: str = Field(examples=["papers_v2"], description="The collection it names.")
+
+
+class AliasPublic(BaseModel):
+    name: str
+    collection: str
+    updatedAt: datetime
+
+
+class AliasSetResponse(AliasPublic):
+    previous: str | None = Field(description="The collection the alias named before, if any.")
+
+
+class AliasList(BaseModel):
+    aliases: list[AliasPublic]
+
+
+class AliasDeleted(BaseModel):
+    name: str
+    collection: str = Field(description="The collection it named (kept).")
+
+
 class Chunking(RequestModel):
     maxTokens: int | None = Field(default=None, ge=1, description="Default: the model's window.")
     overlap: int = Field(default=0, ge=0, description="Tokens shared by neighbouring chunks.")

@@ -60,11 +60,12 @@ class Collection:
 
 
 async def resolve(deps: Deps, name: str | None) -> Collection:
-    """Look a collection up (404 if missing). None means the brief's default collection."""
+    """Look a collection up by its name or an alias (404 if neither). None means the brief's
+    default collection."""
     name = check_collection_name(name or DEFAULT_COLLECTION)
     record = _cached_default(deps) if name == DEFAULT_COLLECTION else None
     if record is None:
-        record = await deps.store.registry.get(name)
+        record = await deps.store.registry.find(name)
         if record is None:
             raise NotFound(f"collection {name!r} does not exist", field="collection")
         if name == DEFAULT_COLLECTION:

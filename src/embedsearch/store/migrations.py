@@ -112,6 +112,10 @@ async def _m005_bm25_postings(conn: Connection) -> None:
         await conn.execute(bm25_sql.create_triggers(table, name, config))
 
 
+async def _m006_aliases(conn: Connection) -> None:
+    await conn.execute(sql.V6_ALIASES)
+
+
 MIGRATIONS = (
     Migration(1, "collection registry and documents", _m001_registry_and_documents),
     Migration(
@@ -122,6 +126,7 @@ MIGRATIONS = (
     ),
     Migration(4, "vectors kept in the row, not in TOAST", _m004_vectors_inline),
     Migration(5, "BM25 postings per collection", _m005_bm25_postings),
+    Migration(6, "aliases: other names for collections", _m006_aliases),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

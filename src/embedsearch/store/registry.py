@@ -11,6 +11,7 @@ from embedsearch.core.constants import DEFAULT_COLLECTION, DEFAULT_TABLE
 from embedsearch.core.distance import Distance
 from embedsearch.core.errors import Conflict, ModelMismatch
 from embedsearch.core.vector_index import Storage
+from embedsearch.store.aliases import alias_target, aliases_of
 from embedsearch.store.database import Connection, Database
 from embedsearch.store.ddl import Ddl
 from embedsearch.store.records import CollectionOptions, CollectionRecord, TableLayout
@@ -36,6 +37,13 @@ class Registry:
             return await _get(conn, name)
 
     @retry_elsewhere
+    async def find(self, name: str) -> CollectionRecord | None:
+        """The collection called `name`, or the one the alias `name` points at."""
+        async with self._db.reading() as conn:
+            row = await (await conn.execute(sql.FIND_COLLECTION, {"name": name})).fetchone()
+        return _record(row) if row else None
+
+    @retry_elsewhere
     async def list(self) -> list[CollectionRecord]:
         async with self._db.reading() as conn:
             rows = await (await conn.execute(sql.LIST_COLLECTIONS)).fetchall()
@@ -48,6 +56,9 @@ class Registry:
             await conn.execute(LOCK_MIGRATIONS, (MIGRATION_LOCK_ID,))
             if await _get(conn, name) is not None:
                 raise Conflict(f"collection {name!r} already exists", field="name")
+            target = await alias_target(conn, name)
+            if target is not None:
+                raise Conflict(f"{name!r} is an alias of collection {target!r}", field="name")
             return await self._create(conn, name, model, dimensions, embedder, options)
 
     async def ensure_default(
@@ -75,6 +86,13 @@ class Registry:
             record = await _get(conn, name)
             if record is None:
                 return False
+            aliases = await aliases_of(conn, name)
+            if aliases:
+                raise Conflict(
+                    f"collection {name!r} is named by the aliases {', '.join(aliases)}: point"
+                    " them elsewhere or drop them first",
+                    field="name",
+                )
             await self._ddl.drop_chunk_table(conn, record.table)
             await conn.execute(sql.UNREGISTER_COLLECTION, (name,))
             for statement in (bm25_sql.DROP_STATISTICS, bm25_sql.DROP_DELTAS):

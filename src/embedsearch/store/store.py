@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from embedsearch.core.constants import DEFAULT_EF_SEARCH, DEFAULT_WRITE_RETRIES
+from embedsearch.store.aliases import Aliases
 from embedsearch.store.bm25 import Compactions
 from embedsearch.store.collection import CollectionHandle
 from embedsearch.store.database import Database
@@ -43,6 +44,7 @@ class Store:
         self.ef_search = ef_search
         ddl = Ddl()
         self.registry = Registry(self.database, ddl)
+        self.aliases = Aliases(self.database)
         self.indexes = IndexAdmin(self.database, ddl, self.registry)
         self._compactions = Compactions()
 

@@ -10,6 +10,24 @@ _COLLECTION_COLUMNS = (
     " FROM embedsearch_collections"
 )
 GET_COLLECTION = sql.SQL(_COLLECTION_COLUMNS + " WHERE name = %s")
+# By its name or by an alias (names and aliases never clash: registry.py checks both ways).
+FIND_COLLECTION = sql.SQL(
+    "{} WHERE name = coalesce("
+    "(SELECT collection FROM embedsearch_aliases WHERE name = %(name)s), %(name)s)"
+).format(sql.SQL(_COLLECTION_COLUMNS))
+
+_ALIAS_COLUMNS = "SELECT name, collection, updated_at FROM embedsearch_aliases"
+GET_ALIAS = sql.SQL(_ALIAS_COLUMNS + " WHERE name = %s")
+LOCK_ALIAS = sql.SQL(_ALIAS_COLUMNS + " WHERE name = %s FOR UPDATE")
+LIST_ALIASES = sql.SQL(_ALIAS_COLUMNS + " ORDER BY name")
+ALIASES_OF = sql.SQL("SELECT name FROM embedsearch_aliases WHERE collection = %s ORDER BY name")
+# Re-pointing an alias is one statement: a reader sees the old target or the new one.
+SET_ALIAS = sql.SQL(
+    "INSERT INTO embedsearch_aliases (name, collection) VALUES (%s, %s)"
+    " ON CONFLICT (name) DO UPDATE SET collection = EXCLUDED.collection, updated_at = now()"
+    " RETURNING name, collection, updated_at"
+)
+DROP_ALIAS = sql.SQL("DELETE FROM embedsearch_aliases WHERE name = %s RETURNING collection")
 LIST_COLLECTIONS = sql.SQL(_COLLECTION_COLUMNS + " ORDER BY name")
 REGISTER_COLLECTION = sql.SQL(
     "INSERT INTO embedsearch_collections"

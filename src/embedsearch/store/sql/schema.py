@@ -59,6 +59,16 @@ CREATE TABLE IF NOT EXISTS embedsearch_documents (
     PRIMARY KEY (collection, document_id)
 )""")
 
+# Version 6: other names for collections. The foreign key keeps an alias from outliving its
+# collection (dropping a collection that aliases name is refused; store/registry.py says so).
+V6_ALIASES = sql.SQL("""
+CREATE TABLE IF NOT EXISTS embedsearch_aliases (
+    name       TEXT PRIMARY KEY,
+    collection TEXT NOT NULL REFERENCES embedsearch_collections (name),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS embedsearch_aliases_collection ON embedsearch_aliases (collection)""")
+
 # Registered collections whose chunk table exists.
 REGISTERED_COLLECTIONS = sql.SQL(
     "SELECT table_name, name FROM embedsearch_collections"
