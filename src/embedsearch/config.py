@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     # Upper bound for maintenance_work_mem while building an ANN index (sized from the rows).
     index_build_memory_mb: int = Field(default=DEFAULT_INDEX_BUILD_MEMORY_MB, ge=64)
 
+    # Sources (tables kept in sync as documents): `embedsearch serve` runs their sync workers
+    # unless source_sync is off (then `embedsearch sources run` does); rows per batch; how
+    # often an empty change queue is looked at again.
+    source_sync: bool = True
+    source_batch_rows: int = Field(default=256, ge=1, le=10_000)
+    source_poll_s: float = Field(default=0.5, gt=0, le=60)
+
     # Database.
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)

@@ -138,6 +138,11 @@ class Database:
         self._last_used[conn] = time.monotonic()
 
     @property
+    def conninfo(self) -> str:
+        """The primary's connection string (a secret: it may hold the password)."""
+        return self._conninfo
+
+    @property
     def _connect_timeout(self) -> int:
         return max(1, round(self._timeout_s))
 

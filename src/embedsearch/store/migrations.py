@@ -21,6 +21,7 @@ from embedsearch.core.errors import MigrationFailed, SchemaTooNew
 from embedsearch.store.database import Connection, first_line
 from embedsearch.store.sql import bm25 as bm25_sql
 from embedsearch.store.sql import schema as sql
+from embedsearch.store.sql import sources as sources_sql
 
 log = logging.getLogger(__name__)
 _BACKFILL_BATCH = 10_000  # chunks counted per statement by migration 3
@@ -86,6 +87,10 @@ async def _m004_vectors_inline(conn: Connection) -> None:
             )
 
 
+async def _m005_sources(conn: Connection) -> None:
+    await conn.execute(sources_sql.V5_SOURCE_REGISTRY)
+
+
 MIGRATIONS = (
     Migration(1, "collection registry and documents", _m001_registry_and_documents),
     Migration(
@@ -95,6 +100,7 @@ MIGRATIONS = (
         3, "BM25 statistics; text search configuration and fusion per collection", _m003_bm25
     ),
     Migration(4, "vectors kept in the row, not in TOAST", _m004_vectors_inline),
+    Migration(5, "source registry: tables kept in sync as documents", _m005_sources),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -11,12 +11,14 @@ from embedsearch.store.indexes import IndexAdmin
 from embedsearch.store.migrations import migrate
 from embedsearch.store.records import CollectionRecord
 from embedsearch.store.registry import Registry
+from embedsearch.store.sources import SourceRegistry
 from embedsearch.store.sql import schema as sql
 
 
 class Store:
-    """`registry` (collections), `indexes` (ANN index administration) and `collection(record)`
-    (a handle on one collection's chunks, search and documents)."""
+    """`registry` (collections), `indexes` (ANN index administration), `sources` (the source
+    registry) and `collection(record)` (a handle on one collection's chunks, search and
+    documents)."""
 
     def __init__(
         self,
@@ -41,6 +43,7 @@ class Store:
         ddl = Ddl()
         self.registry = Registry(self.database, ddl)
         self.indexes = IndexAdmin(self.database, ddl, self.registry)
+        self.sources = SourceRegistry(self.database)
         self._compactions = Compactions()
 
     async def open(self) -> None:
