@@ -18,6 +18,7 @@ def source_rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...
     with psycopg.connect(url) as conn:
         return conn.execute(query, params).fetchall()
 
+
 ARTICLES = """
 CREATE TABLE articles (
     id      INTEGER PRIMARY KEY,
@@ -27,7 +28,13 @@ CREATE TABLE articles (
     year    INTEGER NOT NULL,
     hidden  BOOLEAN NOT NULL DEFAULT false
 )"""
-TOPICS = ("neural networks", "sourdough bread", "glacier retreat", "medieval castles", "tidal power")
+TOPICS = (
+    "neural networks",
+    "sourdough bread",
+    "glacier retreat",
+    "medieval castles",
+    "tidal power",
+)
 
 
 def article(i: int, version: int = 0) -> tuple[int, str, str, str, int]:
@@ -92,7 +99,10 @@ def expected_documents(url: str, where: str = "true") -> dict[str, tuple[str, An
     """What a fresh backfill of the table must give, computed here from the rows."""
     found = source_rows(url, f"SELECT id, title, body, lang, year FROM articles WHERE {where}")  # noqa: S608
     return {
-        str(i): ("\n\n".join(t for t in (title, body) if t is not None), {"lang": lang, "year": year})
+        str(i): (
+            "\n\n".join(t for t in (title, body) if t is not None),
+            {"lang": lang, "year": year},
+        )
         for i, title, body, lang, year in found
     }
 

@@ -19,7 +19,7 @@ import pytest
 from embedsearch.api.app import create_app
 from embedsearch.config import Settings
 from embedsearch.embedders.local import LocalEmbedder
-from tests.servers import LiveServer, TcpPostgres, create_database, live_server, rows
+from tests.servers import LiveServer, TcpPostgres, create_database, free_port, live_server, rows
 from tests.sources_helpers import (
     ARTICLES,
     capture_objects,
@@ -149,7 +149,11 @@ def test_a_table_is_backfilled_then_follows_inserts_updates_and_deletes(
         before = embedded(http)
         committed = change(source_url, statement, params)
         wanted = [str(i) for i in ids]
-        wait_until(lambda: synced(http, database_url, source_url, wanted), ARRIVAL_S, kind)
+        wait_until(
+            lambda w=wanted: synced(http, database_url, source_url, w),
+            ARRIVAL_S,
+            kind,
+        )
         arrived = time.monotonic() - committed
         assert arrived < ARRIVAL_S, (kind, arrived)
         assert embedded(http) - before == embeds, kind  # metadata-only: nothing embedded
@@ -174,4 +178,206 @@ def test_a_table_is_backfilled_then_follows_inserts_updates_and_deletes(
         assert float(np.dot(vectors[document_id].to_numpy(), unit)) > 0.9999, document_id
     metrics = http.get("/metrics").text
     assert 'embedsearch_source_pending{source="articles"} 0.0' in metrics
-    assert f'embedsearch_source_chunks_embedded_total{{source="articles"}} {embedded(http)}.0' in metrics
+    assert (
+        f'embedsearch_source_chunks_embedded_total{{source="articles"}} {embedded(http)}.0'
+        in metrics
+    )
+
+
+def add_bad(http: httpx.Client, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    response = http.post("/sources", json=body)
+    return response.status_code, response.json().get("error", {})
+
+
+BAD_INPUT = [
+    # (what is wrong, body changes, status, field, words the message must hold)
+    ("unknown table", {"table": "nowhere"}, 422, "table", "does not exist"),
+    ("unknown schema", {"table": "elsewhere.articles"}, 422, "table", "does not exist"),
+    ("unknown id column", {"idColumn": "uid"}, 422, "idColumn", "'uid' does not exist"),
+    (
+        "unknown text column",
+        {"textColumns": ["title", "summary"]},
+        422,
+        "textColumns[1]",
+        "summary",
+    ),
+    (
+        "unknown metadata column",
+        {"metadataColumns": ["lang", "x"]},
+        422,
+        "metadataColumns[1]",
+        "'x'",
+    ),
+    ("text column not text", {"textColumns": ["title", "year"]}, 422, "textColumns[1]", "integer"),
+    ("id not unique", {"idColumn": "lang"}, 422, "idColumn", "not unique"),
+    (
+        "bad identifier",
+        {"textColumns": ['title"; DROP TABLE articles; --']},
+        422,
+        "textColumns[0]",
+        "identifier",
+    ),
+    ("bad table name", {"table": "a.b.c"}, 422, "table", "schema.table"),
+    ("bad source name", {"name": "Articles!"}, 422, "name", ""),
+    ("bad collection name", {"collection": "No Such"}, 422, "collection", ""),
+    ("filter names no column", {"where": "colour = 'red'"}, 422, "where", "colour"),
+    ("filter not boolean", {"where": "year + 1"}, 422, "where", "boolean"),
+    ("filter with a second statement", {"where": "true; DROP TABLE articles"}, 422, "where", "';'"),
+    ("filter with a comment", {"where": "true --"}, 422, "where", "'--'"),
+    ("a view", {"table": "article_view"}, 422, "table", "not a table"),
+]
+
+
+def test_bad_input_gets_a_clear_4xx_naming_it_and_creates_nothing(
+    http: httpx.Client, source_url: str, tcp_pg: TcpPostgres, database_url: str
+) -> None:
+    with psycopg.connect(source_url) as conn:
+        conn.execute("CREATE SCHEMA elsewhere")
+        conn.execute("CREATE VIEW article_view AS SELECT * FROM articles")
+    fill(source_url, range(5))
+    before = capture_objects(source_url)
+    for what, changes, status, field, words in BAD_INPUT:
+        code, error = add_bad(http, source_body(source_url, **changes))
+        assert (code, error.get("field")) == (status, field), (what, code, error)
+        assert words in error["message"], (what, error)
+        assert capture_objects(source_url) == before, what
+    # A URL that cannot connect (nothing listens there), or with a wrong password: named
+    # "url", and the password is never echoed.
+    closed = psycopg.conninfo.make_conninfo(source_url, port=str(free_port()))
+    wrong = psycopg.conninfo.make_conninfo(source_url, password="not-the-Pa55word")
+    for url in (closed, wrong, "postgresql://postgres:s3cret-Pa55@127.0.0.1:notaport/db"):
+        code, error = add_bad(http, source_body(url))
+        assert (code, error.get("field")) == (422, "url"), (url, error)
+        assert "s3cret-Pa55" not in error["message"] and "not-the-Pa55word" not in error["message"]
+    assert capture_objects(source_url) == before
+    # Nothing was registered, and no collection was made.
+    assert http.get("/sources").json() == {"sources": []}
+    assert http.get("/collections/articles").status_code == 404
+    # The same name twice: 409, and the first source's objects are left alone.
+    assert http.post("/sources", json=source_body(source_url)).status_code == 201
+    after = capture_objects(source_url)
+    code, error = add_bad(http, source_body(source_url, table="article_view"))
+    assert (code, error["field"]) == (409, "name")
+    assert capture_objects(source_url) == after
+
+
+def test_delete_removes_the_trigger_function_and_queue_and_nothing_else(
+    http: httpx.Client, source_url: str, database_url: str
+) -> None:
+    fill(source_url, range(20))
+    before = capture_objects(source_url)
+    assert http.post("/sources", json=source_body(source_url)).status_code == 201
+    added = set(capture_objects(source_url)) - set(before)
+    assert added == {
+        ("table", "embedsearch_queue_articles"),
+        ("table", "embedsearch_queue_articles_pkey"),
+        ("table", "embedsearch_queue_articles_seq_seq"),
+        ("function", "embedsearch_capture_articles"),
+        ("trigger", "embedsearch_capture_articles"),
+    }
+    # ENABLE ALWAYS ('A'): it fires for changes applied by logical replication too.
+    assert source_rows(
+        source_url, "SELECT tgenabled FROM pg_trigger WHERE tgname = 'embedsearch_capture_articles'"
+    ) == [("A",)]
+    wait_live(http, timeout_s=120)
+    assert http.delete("/sources/articles").status_code == 204
+    assert capture_objects(source_url) == before
+    assert source_rows(source_url, "SELECT count(*) FROM articles") == [(20,)]
+    assert http.get("/sources/articles").status_code == 404
+    assert http.delete("/sources/articles").status_code == 404
+    # The collection stays, with its documents.
+    assert http.get("/collections/articles").json()["count"] == 20
+    assert len(stored_documents(database_url)) == 20
+
+
+def test_changes_applied_as_logical_replication_applies_them_are_captured(
+    http: httpx.Client, source_url: str, database_url: str
+) -> None:
+    """A subscription's apply worker runs with session_replication_role = replica, where
+    ordinary triggers do not fire; the capture trigger is ENABLE ALWAYS."""
+    fill(source_url, range(3))
+    assert http.post("/sources", json=source_body(source_url)).status_code == 201
+    wait_live(http, timeout_s=120)
+    with psycopg.connect(source_url) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO articles (id, title, body, lang, year)"
+            " VALUES (100, 'Replicated', 'Arrived by logical replication', 'en', 2026)"
+        )
+        conn.execute("UPDATE articles SET body = 'Replicated update' WHERE id = 1")
+        conn.execute("DELETE FROM articles WHERE id = 2")
+    wait_until(
+        lambda: stored_documents(database_url) == expected_documents(source_url), 10, "the changes"
+    )
+    assert set(stored_documents(database_url)) == {"0", "1", "100"}
+
+
+def test_a_row_leaving_the_filter_is_removed_and_one_entering_it_is_added(
+    http: httpx.Client, source_url: str, database_url: str
+) -> None:
+    fill(source_url, range(30))
+    body = source_body(source_url, where="NOT hidden AND lang LIKE 'e%'")
+    assert http.post("/sources", json=body).status_code == 201
+    wait_live(http, timeout_s=120)
+    visible = "NOT hidden AND lang LIKE 'e%%'"
+    assert stored_documents(database_url) == expected_documents(source_url, visible)
+    change(source_url, "UPDATE articles SET hidden = true WHERE id < 10")
+    change(source_url, "UPDATE articles SET lang = 'en' WHERE lang = 'de'")
+    wait_until(
+        lambda: stored_documents(database_url) == expected_documents(source_url, visible),
+        10,
+        "the filter's changes",
+    )
+    assert set(stored_documents(database_url)) == {str(i) for i in range(10, 30)}
+
+
+def test_the_worker_survives_the_source_going_down_and_catches_up(
+    http: httpx.Client, source_url: str, tcp_pg: TcpPostgres, database_url: str
+) -> None:
+    fill(source_url, range(10))
+    assert http.post("/sources", json=source_body(source_url)).status_code == 201
+    wait_live(http, timeout_s=120)
+    tcp_pg.stop()
+    try:
+        down = wait_until(
+            lambda: (s := source_status(http))["state"] == "error" and s["lastError"] and s,
+            30,
+            "the outage to show",
+        )
+        assert down["pending"] is None and "s3cret-Pa55" not in str(down)
+    finally:
+        tcp_pg.start()
+    fill(source_url, range(10, 20))
+    change(source_url, "DELETE FROM articles WHERE id < 5")
+    wait_until(
+        lambda: stored_documents(database_url) == expected_documents(source_url), 60, "catching up"
+    )
+    wait_until(lambda: source_status(http)["state"] == "live", 10, "the error to clear")
+    assert source_status(http)["lastError"] is None
+
+
+def test_one_worker_per_source_across_processes(
+    http: httpx.Client,
+    source_url: str,
+    database_url: str,
+    tmp_path: Path,
+    local_embedder: LocalEmbedder,
+) -> None:
+    """A second server on the same service database finds the source's lock held and waits."""
+    fill(source_url, range(10))
+    second = create_app(sync_settings(database_url, tmp_path / "second"), embedder=local_embedder)
+    with live_server(second):
+        assert http.post("/sources", json=source_body(source_url)).status_code == 201
+        wait_live(http, timeout_s=120)
+        time.sleep(2.5)  # both supervisors have looked for sources by now
+        holders = rows(
+            database_url,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 7214"
+            " AND granted",
+        )
+        assert holders == [(1,)]
+        fill(source_url, range(10, 60))
+        wait_until(
+            lambda: stored_documents(database_url) == expected_documents(source_url), 30, "sync"
+        )
+    assert source_status(http)["counters"]["chunksEmbedded"] == 60  # nothing embedded twice
