@@ -107,7 +107,10 @@ def expected_documents(url: str, where: str = "true") -> dict[str, tuple[str, An
     }
 
 
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+def wait_until(
+    condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.1
+) -> Any:
+    """Poll, not too often: each look reads both databases, on the cores the server uses."""
     deadline = time.monotonic() + timeout_s
     while True:
         found = condition()
@@ -115,7 +118,7 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(every_s)
 
 
 def source_status(http: httpx.Client, name: str = "articles") -> dict[str, Any]:
