@@ -95,16 +95,17 @@ def stored_documents(url: str, table: str = "c_articles") -> dict[str, tuple[str
     return {str(r[0]): (str(r[1]), r[2]) for r in found}
 
 
-def expected_documents(url: str, where: str = "true") -> dict[str, tuple[str, Any]]:
+def expected_documents(
+    url: str, where: str = "true", metadata: tuple[str, ...] = ("lang", "year")
+) -> dict[str, tuple[str, Any]]:
     """What a fresh backfill of the table must give, computed here from the rows."""
     found = source_rows(url, f"SELECT id, title, body, lang, year FROM articles WHERE {where}")  # noqa: S608
-    return {
-        str(i): (
-            "\n\n".join(t for t in (title, body) if t is not None),
-            {"lang": lang, "year": year},
-        )
-        for i, title, body, lang, year in found
-    }
+    documents = {}
+    for i, title, body, lang, year in found:
+        values = {"lang": lang, "year": year}
+        text = "\n\n".join(t for t in (title, body) if t is not None)
+        documents[str(i)] = (text, {k: values[k] for k in metadata})
+    return documents
 
 
 def wait_until(

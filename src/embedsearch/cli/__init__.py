@@ -1,4 +1,5 @@
-"""Command line: `embedsearch serve | embed | search | ingest | collections | index | eval`.
+"""Command line: `embedsearch serve | embed | search | ingest | collections | index | sources |
+eval`.
 
 Heavy imports (torch, onnxruntime, the API) happen inside commands, so --help is instant."""
 
@@ -6,10 +7,20 @@ from __future__ import annotations
 
 import sys
 
-from embedsearch.cli import chunks, collections, evaluate, index, ingest, serve
+from embedsearch.cli import chunks, collections, evaluate, index, ingest, serve, sources
 from embedsearch.cli.common import app
 
-__all__ = ["app", "chunks", "collections", "evaluate", "index", "ingest", "main", "serve"]
+__all__ = [
+    "app",
+    "chunks",
+    "collections",
+    "evaluate",
+    "index",
+    "ingest",
+    "main",
+    "serve",
+    "sources",
+]
 
 
 def main() -> None:
