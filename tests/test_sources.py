@@ -225,6 +225,7 @@ BAD_INPUT = [
     ("filter with a second statement", {"where": "true; DROP TABLE articles"}, 422, "where", "';'"),
     ("filter with a comment", {"where": "true --"}, 422, "where", "'--'"),
     ("a view", {"table": "article_view"}, 422, "table", "not a table"),
+    ("our own queue", {"table": "embedsearch_queue_x"}, 422, "table", "embedsearch's own"),
 ]
 
 
@@ -381,3 +382,22 @@ def test_one_worker_per_source_across_processes(
             lambda: stored_documents(database_url) == expected_documents(source_url), 30, "sync"
         )
     assert source_status(http)["counters"]["chunksEmbedded"] == 60  # nothing embedded twice
+
+
+def test_without_a_url_the_source_is_a_table_of_the_service_database(
+    http: httpx.Client, database_url: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(ARTICLES)
+    fill(database_url, range(6))
+    own = source_body(None)
+    code, error = add_bad(http, own | {"table": "chunk_embeddings", "textColumns": ["content"]})
+    assert (code, error["field"]) == (422, "table") and "embedsearch's own" in error["message"]
+    created = http.post("/sources", json=own)
+    assert created.status_code == 201, created.text
+    assert created.json()["url"] is None
+    wait_live(http, timeout_s=120)
+    change(database_url, "UPDATE articles SET title = 'Retitled' WHERE id = 3")
+    wait_until(
+        lambda: stored_documents(database_url) == expected_documents(database_url), 10, "sync"
+    )

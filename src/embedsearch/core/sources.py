@@ -187,6 +187,7 @@ async def add(deps: Deps, given: SourceInput, *, timeout_s: float = 5.0) -> Sour
     check_collection_name(given.collection, field="collection")
     if await deps.store.sources.get(given.name) is not None:
         raise Conflict(f"source {given.name!r} already exists", field="name")
+    await _refuse_own_tables(deps, table, own_database=given.url is None)
     draft = SourceSpec(
         given.name,
         given.url,
@@ -230,6 +231,16 @@ async def add(deps: Deps, given: SourceInput, *, timeout_s: float = 5.0) -> Sour
     record = await deps.store.sources.get(spec.name)
     assert record is not None
     return record
+
+
+async def _refuse_own_tables(deps: Deps, table: str, *, own_database: bool) -> None:
+    """Our queues, registries and chunk tables cannot be sources: a source on them would
+    feed on its own writes."""
+    ours = table.startswith("embedsearch_")
+    if own_database and not ours:
+        ours = table in {record.table for record in await deps.store.registry.list()}
+    if ours:
+        raise InvalidInput(f"table {table!r} is one of embedsearch's own", field="table")
 
 
 def _with_schema(spec: SourceSpec, schema: str) -> SourceSpec:
