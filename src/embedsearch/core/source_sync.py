@@ -151,6 +151,7 @@ class SourceSync:
         if record is None:
             return False
         source = source_database(self._deps, record.spec, timeout_s=self._options.timeout_s)
+        self._redact = source.redact  # unexpected errors may come from the source from now on
         async with source.connect() as conn:
             await self._registry.record_error(self._name, None)
             self._backoff.reset()
