@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -122,7 +122,7 @@ class SourceSync:
         self._registry: SourceRegistry = deps.store.sources
         self._rate = _Rate()
         self._backoff = _Backoff(options.max_backoff_s)
-        self._redact = url_redactor(deps.store.database.conninfo)
+        self._redact: Callable[[str], str] = url_redactor(deps.store.database.conninfo)
 
     async def run(self) -> None:
         while True:

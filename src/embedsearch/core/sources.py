@@ -20,10 +20,10 @@ import psycopg
 from embedsearch.core import collections
 from embedsearch.core.constants import COLLECTION_NAME_PATTERN
 from embedsearch.core.deps import Deps
-from embedsearch.core.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
+from embedsearch.core.errors import Conflict, InvalidInput, NotFound, SourceUnavailable
 from embedsearch.core.validation import check_collection_name
 from embedsearch.logs import url_redactor
-from embedsearch.store.database import first_line
+from embedsearch.store.database import Connection, first_line
 from embedsearch.store.source_db import Capture, SourceDatabase, TableFacts
 from embedsearch.store.sources import SourceRecord, SourceSpec
 
@@ -204,21 +204,10 @@ async def add(deps: Deps, given: SourceInput, *, timeout_s: float = 5.0) -> Sour
         async with source.connect() as conn:
             spec = draft if schema else _with_schema(draft, await source.current_schema(conn))
             capture = capture_of(spec)
-            _check_table(await source.inspect(conn, capture), spec, given.table)
-            objection = await source.check_filter(conn, capture)
-            if objection is not None:
-                raise InvalidInput(
-                    f"where is not a valid filter on {given.table!r}: {objection}", field="where"
-                )
-            total = await source.count_rows(conn, capture)
+            total = await _checked(source, conn, capture, spec, given.table)
             await collections.ensure(deps, spec.collection)
-            try:
-                await source.install(conn, capture)
-            except psycopg.errors.InsufficientPrivilege as exc:
-                raise InvalidInput(
-                    f"the source database refused: {first_line(exc)}", field="url"
-                ) from None
-    except DatabaseUnavailable as exc:
+            await _install(source, conn, capture)
+    except SourceUnavailable as exc:
         raise InvalidInput(exc.message, field="url") from None
     try:
         registered = await deps.store.sources.register(spec, total)
@@ -231,6 +220,41 @@ async def add(deps: Deps, given: SourceInput, *, timeout_s: float = 5.0) -> Sour
     record = await deps.store.sources.get(spec.name)
     assert record is not None
     return record
+
+
+async def _checked(
+    source: SourceDatabase, conn: Connection, capture: Capture, spec: SourceSpec, shown: str
+) -> int:
+    """Every check against the source database (reads only); returns the rows to backfill."""
+    _check_table(await source.inspect(conn, capture), spec, shown)
+    objection = await source.check_filter(conn, capture)
+    if objection is not None:
+        raise InvalidInput(f"where is not a valid filter on {shown!r}: {objection}", field="where")
+    try:
+        return await source.count_rows(conn, capture)
+    except psycopg.DatabaseError as exc:  # a filter that plans but fails on the rows
+        if isinstance(exc, psycopg.OperationalError):
+            raise
+        field = "where" if spec.row_filter is not None else "table"
+        raise InvalidInput(
+            f"reading {shown!r} failed: {source.redact(first_line(exc))}", field=field
+        ) from None
+
+
+async def _install(source: SourceDatabase, conn: Connection, capture: Capture) -> None:
+    """One transaction: on any refusal nothing stays in the source database."""
+    try:
+        await source.install(conn, capture)
+    except (psycopg.errors.DuplicateObject, psycopg.errors.DuplicateTable) as exc:
+        raise Conflict(
+            f"the source database already has it: {first_line(exc)}", field="name"
+        ) from None
+    except psycopg.DatabaseError as exc:
+        if isinstance(exc, psycopg.OperationalError):
+            raise
+        raise InvalidInput(
+            f"the source database refused: {source.redact(first_line(exc))}", field="url"
+        ) from None
 
 
 async def _refuse_own_tables(deps: Deps, table: str, *, own_database: bool) -> None:
@@ -251,7 +275,7 @@ async def _uninstall_quietly(source: SourceDatabase, capture: Capture) -> None:
     try:
         async with source.connect() as conn:
             await source.uninstall(conn, capture)
-    except (DatabaseUnavailable, psycopg.Error):
+    except (SourceUnavailable, psycopg.Error):
         pass  # the registry has no row for it; DELETE cannot reach it either: say nothing more
 
 
@@ -289,7 +313,7 @@ async def status(deps: Deps, record: SourceRecord, *, timeout_s: float = 2.0) ->
     try:
         async with source.connect() as conn:
             pending, lag = await source.queue_status(conn, capture_of(spec))
-    except DatabaseUnavailable as exc:
+    except SourceUnavailable as exc:
         error = exc.message
     except psycopg.Error as exc:  # e.g. the queue was dropped by hand
         error = f"cannot read the change queue: {source.redact(first_line(exc))}"

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from embedsearch.core.errors import DatabaseUnavailable
+from embedsearch.core.errors import SourceUnavailable
 from embedsearch.store.database import Connection, first_line
 from embedsearch.store.sql import source_capture as sql
 from embedsearch.store.sql.source_capture import Capture
@@ -60,21 +60,21 @@ class SourceDatabase:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[Connection]:
-        """A connection of its own (autocommit); failures as DatabaseUnavailable, in words
-        that never carry the password."""
+        """A connection of its own (autocommit); failures as SourceUnavailable, in words that
+        never carry the password."""
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True, connect_timeout=self._timeout
             )
         except (psycopg.Error, ValueError) as exc:
-            raise DatabaseUnavailable(
+            raise SourceUnavailable(
                 f"cannot connect to the source database: {self.redact(first_line(exc))}"
             ) from None
         try:
             async with conn:
                 yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise DatabaseUnavailable(
+            raise SourceUnavailable(
                 f"the source database failed: {self.redact(first_line(exc))}"
             ) from None
 
