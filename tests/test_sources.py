@@ -401,3 +401,32 @@ def test_without_a_url_the_source_is_a_table_of_the_service_database(
     wait_until(
         lambda: stored_documents(database_url) == expected_documents(database_url), 10, "sync"
     )
+
+
+def test_changes_arrive_while_the_backfill_runs(
+    database_url: str, source_url: str, tmp_path: Path, local_embedder: LocalEmbedder
+) -> None:
+    """Queued changes are applied between backfill batches, not after the last one."""
+    fill(source_url, range(600))
+    config = sync_settings(database_url, tmp_path / "data", source_batch_rows=20)
+    with (
+        live_server(create_app(config, embedder=local_embedder)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+        assert http.post("/sources", json=source_body(source_url)).status_code == 201
+        wait_until(lambda: source_status(http)["backfill"]["done"] >= 40, 60, "two batches")
+        change(source_url, "UPDATE articles SET body = 'Changed mid-backfill' WHERE id = 0")
+        change(source_url, "DELETE FROM articles WHERE id = 1")
+        wait_until(
+            lambda: (
+                (d := stored_documents(database_url)).get("0", ("",))[0].endswith("backfill")
+                and "1" not in d
+            ),
+            30,
+            "the changes",
+        )
+        assert source_status(http)["state"] == "backfilling"
+        wait_live(http)
+        assert stored_documents(database_url) == expected_documents(source_url)
+        # Every row once (rows 0 and 1 before their change), and the changed text once more.
+        assert source_status(http)["counters"]["chunksEmbedded"] == 601

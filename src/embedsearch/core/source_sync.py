@@ -3,8 +3,9 @@
 One `SourceSync` per source and process, and one of them working per source across processes:
 it holds the source's advisory lock on the service database (a dedicated connection; a killed
 process's lock goes with its connection). It backfills the rows that existed (keyset batches
-after a stored cursor), then applies queued changes. The capture trigger exists before the
-backfill starts, so changes made during it wait in the queue and are applied after it.
+after a stored cursor) and applies queued changes between those batches and after them. The
+capture trigger exists before the backfill starts, so no change made during it is missed;
+applying one reads the row's current version, so the order of the two never matters.
 
 Never loses a change: a batch's documents are written (one transaction in the service
 database) before its queue entries are deleted, by exact seq, in the source database. A crash
@@ -161,7 +162,11 @@ class SourceSync:
                 if record is None:
                     return False
                 if record.phase == "backfill":
+                    # Changes are applied between backfill batches too: each reads the row's
+                    # current version, so a row the backfill reaches later is simply found
+                    # unchanged then.
                     await self._backfill(source, conn, record)
+                    await self._apply_changes(source, conn, record)
                 elif not await self._apply_changes(source, conn, record):
                     await asyncio.sleep(self._options.poll_s)
 
