@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.servers import rows
+from tests.servers import create_database, rows
 
 
 def source_rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -35,6 +35,14 @@ TOPICS = (
     "medieval castles",
     "tidal power",
 )
+
+
+def new_source_database(admin_url: str) -> str:
+    """A fresh database on the separate PostgreSQL, holding an empty `articles` table."""
+    url = create_database(admin_url, prefix="src")
+    with psycopg.connect(url) as conn:
+        conn.execute(ARTICLES)
+    return url
 
 
 def article(i: int, version: int = 0) -> tuple[int, str, str, str, int]:

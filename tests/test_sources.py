@@ -19,12 +19,13 @@ import pytest
 from embedsearch.api.app import create_app
 from embedsearch.config import Settings
 from embedsearch.embedders.local import LocalEmbedder
-from tests.servers import LiveServer, TcpPostgres, create_database, free_port, live_server, rows
+from tests.servers import LiveServer, TcpPostgres, free_port, live_server, rows
 from tests.sources_helpers import (
     ARTICLES,
     capture_objects,
     expected_documents,
     fill,
+    new_source_database,
     source_body,
     source_rows,
     source_status,
@@ -39,11 +40,7 @@ ARRIVAL_S = 10.0  # changes must reach the collection within this long of their 
 
 @pytest.fixture
 def source_url(tcp_pg: TcpPostgres) -> str:
-    """A fresh database on the separate PostgreSQL, holding an empty `articles` table."""
-    url = create_database(tcp_pg.url(), prefix="src")
-    with psycopg.connect(url) as conn:
-        conn.execute(ARTICLES)
-    return url
+    return new_source_database(tcp_pg.url())
 
 
 def sync_settings(database_url: str, data_dir: Path, **extra: Any) -> Settings:
@@ -149,10 +146,9 @@ def test_a_table_is_backfilled_then_follows_inserts_updates_and_deletes(
         before = embedded(http)
         committed = change(source_url, statement, params)
         wanted = [str(i) for i in ids]
+        # Each look reads both whole tables: every 0.25 s, not to slow the worker down.
         wait_until(
-            lambda w=wanted: synced(http, database_url, source_url, w),
-            ARRIVAL_S,
-            kind,
+            lambda w=wanted: synced(http, database_url, source_url, w), ARRIVAL_S, kind, 0.25
         )
         arrived = time.monotonic() - committed
         assert arrived < ARRIVAL_S, (kind, arrived)

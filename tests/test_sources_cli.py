@@ -8,14 +8,12 @@ import signal
 import subprocess
 from pathlib import Path
 
-import psycopg
-
-from tests.servers import TcpPostgres, create_database
+from tests.servers import TcpPostgres
 from tests.sources_helpers import (
-    ARTICLES,
     capture_objects,
     expected_documents,
     fill,
+    new_source_database,
     stored_documents,
     wait_until,
 )
@@ -28,9 +26,7 @@ BACKEND = {"EMBEDSEARCH_BACKEND": "torch"}  # no ONNX export into a fresh data d
 def test_sources_run_syncs_without_the_server(
     tcp_pg: TcpPostgres, database_url: str, tmp_path: Path
 ) -> None:
-    source_url = create_database(tcp_pg.url(), prefix="src")
-    with psycopg.connect(source_url) as conn:
-        conn.execute(ARTICLES)
+    source_url = new_source_database(tcp_pg.url())
     fill(source_url, range(8))
     before = capture_objects(source_url)
     add = ["sources", "add", "articles", "--table", "articles", "--id-column", "id"]

@@ -13,11 +13,11 @@ import httpx
 import psycopg
 
 from tests.reliability.processes import serving
-from tests.servers import TcpPostgres, create_database, rows
+from tests.servers import TcpPostgres, rows
 from tests.sources_helpers import (
-    ARTICLES,
     expected_documents,
     fill,
+    new_source_database,
     source_body,
     source_rows,
     source_status,
@@ -41,9 +41,7 @@ def chunk_count(url: str) -> int:
 def test_kill_9_during_backfill_and_during_live_sync_loses_and_duplicates_nothing(
     tcp_pg: TcpPostgres, database_url: str, tmp_path: Path
 ) -> None:
-    source_url = create_database(tcp_pg.url(), prefix="src")
-    with psycopg.connect(source_url) as conn:
-        conn.execute(ARTICLES)
+    source_url = new_source_database(tcp_pg.url())
     fill(source_url, range(ROWS))
     env = {"EMBEDSEARCH_SOURCE_BATCH_ROWS": BATCH, "EMBEDSEARCH_SOURCE_POLL_S": "0.1"}
     data_dir = tmp_path / "data"
