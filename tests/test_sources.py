@@ -426,3 +426,54 @@ def test_changes_arrive_while_the_backfill_runs(
         assert stored_documents(database_url) == expected_documents(source_url)
         # Every row once (rows 0 and 1 before their change), and the changed text once more.
         assert source_status(http)["counters"]["chunksEmbedded"] == 601
+
+
+def test_changes_arriving_by_a_real_logical_replication_subscription_are_captured(
+    http: httpx.Client, tcp_pg: TcpPostgres, source_url: str, database_url: str
+) -> None:
+    """The source table is a subscriber of a publication in another database: what its apply
+    worker writes reaches the collection (the complaint about pgai's vectorizer)."""
+    with psycopg.connect(tcp_pg.url(), autocommit=True) as conn:
+        level = conn.execute("SHOW wal_level").fetchone()
+        if level != ("logical",):
+            conn.execute("ALTER SYSTEM SET wal_level = logical")
+    if level != ("logical",):
+        tcp_pg.stop()
+        tcp_pg.start()
+    publisher = new_source_database(tcp_pg.url())
+    slot = "embedsearch_test_" + publisher.rsplit("_", 1)[-1][:12]
+    with psycopg.connect(publisher, autocommit=True) as conn:
+        conn.execute("CREATE PUBLICATION articles_pub FOR TABLE articles")
+        # Same cluster: the slot is made beforehand, or CREATE SUBSCRIPTION waits on itself.
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    assert http.post("/sources", json=source_body(source_url)).status_code == 201
+    wait_live(http, timeout_s=60)
+    dsn = psycopg.conninfo.conninfo_to_dict(publisher)
+    connection = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in dsn.items()})
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL(
+                "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION articles_pub"
+                " WITH (create_slot = false, slot_name = {}, copy_data = false)"
+            ).format(
+                psycopg.sql.Identifier(slot),
+                psycopg.sql.Literal(connection),
+                psycopg.sql.Literal(slot),
+            )
+        )
+    try:
+        fill(publisher, range(5))  # written in the publisher, applied into the source table
+        change(publisher, "UPDATE articles SET body = 'Replicated update' WHERE id = 1")
+        change(publisher, "DELETE FROM articles WHERE id = 2")
+        wait_until(lambda: len(expected_documents(source_url)) == 4, 30, "replication")
+        wait_until(
+            lambda: stored_documents(database_url) == expected_documents(source_url),
+            10,
+            "the replicated changes in the collection",
+        )
+        assert stored_documents(database_url)["1"][0].endswith("Replicated update")
+    finally:
+        with psycopg.connect(source_url, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP SUBSCRIPTION {}").format(psycopg.sql.Identifier(slot))
+            )
