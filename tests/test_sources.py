@@ -351,6 +351,17 @@ def test_the_worker_survives_the_source_going_down_and_catches_up(
     )
     wait_until(lambda: source_status(http)["state"] == "live", 10, "the error to clear")
     assert source_status(http)["lastError"] is None
+    # While the source is down DELETE removes nothing (503) unless forced.
+    tcp_pg.stop()
+    try:
+        refused = http.delete("/sources/articles")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "source_unavailable"
+        assert http.get("/sources/articles").status_code == 200
+        assert http.delete("/sources/articles", params={"force": "true"}).status_code == 204
+        assert http.get("/sources/articles").status_code == 404
+    finally:
+        tcp_pg.start()
 
 
 def test_one_worker_per_source_across_processes(

@@ -131,13 +131,24 @@ def show(
 @sources_app.command("delete")
 def delete(
     name: Annotated[str, typer.Argument(help="The source.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Forget it even if its database cannot be reached (objects stay)."
+        ),
+    ] = False,
 ) -> None:
     """Remove the source's trigger, function and queue from its database (the table and the
     collection stay)."""
     from embedsearch.core.sources import delete as delete_source
 
-    run(lambda deps: delete_source(deps, name))
-    typer.echo(f"deleted source {name}")
+    if run(lambda deps: delete_source(deps, name, force=force)):
+        typer.echo(f"deleted source {name}")
+    else:
+        typer.echo(
+            f"forgot source {name}; its database did not answer, so its trigger, function and"
+            f" queue (embedsearch_capture_{name}, embedsearch_queue_{name}) are still there"
+        )
 
 
 @sources_app.command("run")

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 
@@ -182,7 +182,7 @@ class SourceSync:
             log.info("source %s: backfill done (%d rows); live", self._name, record.backfill_done)
             return
         result = await self._store(record, rows)
-        await self._record(result, backfilled=len(rows), cursor=rows[-1].row_id)
+        await self._record(replace(result, backfilled=len(rows), cursor=rows[-1].row_id))
 
     async def _apply_changes(
         self, source: SourceDatabase, conn: Connection, record: SourceRecord
@@ -197,19 +197,8 @@ class SourceSync:
         await self._record(result)
         return True
 
-    async def _record(
-        self, result: BatchResult, *, backfilled: int = 0, cursor: str | None = None
-    ) -> None:
-        if backfilled:
-            result = BatchResult(
-                result.synced,
-                result.deleted,
-                result.skipped,
-                result.embedded,
-                backfilled,
-                cursor,
-                result.skip_error,
-            )
+    async def _record(self, result: BatchResult) -> None:
+        """After the batch's documents committed (a crash before this redoes the batch)."""
         rows_rate, embeds_rate = self._rate.add(result.synced + result.deleted, result.embedded)
         await self._registry.record_batch(self._name, result, rows_rate, embeds_rate)
 

@@ -339,14 +339,23 @@ async def list_all(deps: Deps) -> list[SourceStatus]:
     return list(await asyncio.gather(*(status(deps, r) for r in await deps.store.sources.list())))
 
 
-async def delete(deps: Deps, name: str) -> None:
+async def delete(deps: Deps, name: str, *, force: bool = False) -> bool:
     """Remove the capture objects from the source database (the table and its rows stay),
     then the registry row. If the source cannot be reached nothing is removed (503): the
-    triggers would otherwise keep queueing changes nobody reads."""
+    trigger would go on queueing changes nobody reads. `force` removes the registry row
+    anyway (for a source database that is gone for good); returns False if the capture
+    objects were left behind then."""
     record = await deps.store.sources.get(name)
     if record is None:
         raise NotFound(f"source {name!r} does not exist", field="name")
     source = source_database(deps, record.spec)
-    async with source.connect() as conn:
-        await source.uninstall(conn, capture_of(record.spec))
+    removed = True
+    try:
+        async with source.connect() as conn:
+            await source.uninstall(conn, capture_of(record.spec))
+    except SourceUnavailable:
+        if not force:
+            raise
+        removed = False
     await deps.store.sources.unregister(name)
+    return removed

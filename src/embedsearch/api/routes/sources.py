@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from embedsearch.api.deps import DepsDep
 from embedsearch.api.limits import JsonRoute
@@ -89,7 +91,18 @@ async def get_source(name: str, deps: DepsDep) -> SourcePublic:
 
 
 @router.delete("/sources/{name}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_source(name: str, deps: DepsDep) -> None:
+async def delete_source(
+    name: str,
+    deps: DepsDep,
+    force: Annotated[
+        bool,
+        Query(
+            description="Forget the source even if its database cannot be reached (its"
+            " trigger, function and queue then stay there)."
+        ),
+    ] = False,
+) -> None:
     """Remove the trigger, function and queue the source created in its database (nothing
-    else: the table, and the collection with its documents, stay)."""
-    await sources.delete(deps, name)
+    else: the table, and the collection with its documents, stay). 503 if the source's
+    database cannot be reached, unless `force`."""
+    await sources.delete(deps, name, force=force)
