@@ -166,13 +166,16 @@ def run_workers(
     configure_logging(config)
 
     async def work(deps: Deps) -> None:
-        supervisor = asyncio.create_task(
-            SourceSupervisor(deps, sync_options(config), only=names or ()).run()
-        )
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, supervisor.cancel)
+        supervisor = SourceSupervisor(deps, sync_options(config), only=names or ())
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        supervisor.start()
         try:
-            await supervisor
-        except asyncio.CancelledError:
-            typer.echo("stopped", err=True)
+            await stopping.wait()
+        finally:
+            await supervisor.stop()  # a batch cut short rolls back; it is done again next time
+        typer.echo("stopped", err=True)
 
     run(work)
