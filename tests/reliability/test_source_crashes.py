@@ -56,6 +56,7 @@ def test_kill_9_during_backfill_and_during_live_sync_loses_and_duplicates_nothin
         )
         server.signal(signal.SIGKILL)
         server.wait_exit(30)
+        assert tcp_pg.password not in server.output()  # the source URL's password: never logged
     assert done < ROWS, "the backfill finished before the kill: nothing was tested"
     assert 0 < len(stored_documents(database_url)) < ROWS
 
@@ -82,6 +83,7 @@ def test_kill_9_during_backfill_and_during_live_sync_loses_and_duplicates_nothin
         )
         server.signal(signal.SIGKILL)
         server.wait_exit(30)
+        assert tcp_pg.password not in server.output()  # the source URL's password: never logged
     queued = source_rows(source_url, "SELECT count(*) FROM embedsearch_queue_articles")[0][0]
     assert queued > 0, "the changes were all applied before the kill: nothing was tested"
     assert stored_documents(database_url) != expected_documents(source_url)
