@@ -197,19 +197,24 @@ def install(capture: Capture) -> list[sql.Composed]:
         sql.SQL("""
 CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $embedsearch$
 BEGIN
+    -- A row without an id (a unique column may hold NULLs) is never a document.
     IF TG_OP = 'DELETE' THEN
-        INSERT INTO {queue} (row_id, kind) VALUES (OLD.{id}, 'delete');
+        IF OLD.{id} IS NOT NULL THEN
+            INSERT INTO {queue} (row_id, kind) VALUES (OLD.{id}, 'delete');
+        END IF;
         RETURN NULL;
     END IF;
     IF TG_OP = 'UPDATE' THEN
         IF NOT ({changed}) THEN
             RETURN NULL;
         END IF;
-        IF OLD.{id} IS DISTINCT FROM NEW.{id} THEN
+        IF OLD.{id} IS DISTINCT FROM NEW.{id} AND OLD.{id} IS NOT NULL THEN
             INSERT INTO {queue} (row_id, kind) VALUES (OLD.{id}, 'delete');
         END IF;
     END IF;
-    INSERT INTO {queue} (row_id, kind) VALUES (NEW.{id}, lower(TG_OP));
+    IF NEW.{id} IS NOT NULL THEN
+        INSERT INTO {queue} (row_id, kind) VALUES (NEW.{id}, lower(TG_OP));
+    END IF;
     RETURN NULL;
 END
 $embedsearch$""").format(
