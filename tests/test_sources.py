@@ -266,6 +266,20 @@ def test_bad_input_gets_a_clear_4xx_naming_it_and_creates_nothing(
     assert capture_objects(source_url) == after
 
 
+def test_a_table_locked_by_a_long_transaction_gets_409_and_nothing_is_created(
+    http: httpx.Client, source_url: str
+) -> None:
+    fill(source_url, range(3))
+    before = capture_objects(source_url)
+    with psycopg.connect(source_url) as writer:
+        writer.execute("UPDATE articles SET year = year WHERE id = 0")  # open, holding its lock
+        code, error = add_bad(http, source_body(source_url))
+        assert (code, error["field"]) == (409, "table") and "locked" in error["message"]
+    assert capture_objects(source_url) == before
+    assert http.get("/sources").json() == {"sources": []}
+    assert http.get("/collections/articles").status_code == 404
+
+
 def test_delete_removes_the_trigger_function_and_queue_and_nothing_else(
     http: httpx.Client, source_url: str, database_url: str
 ) -> None:

@@ -205,11 +205,11 @@ async def add(deps: Deps, given: SourceInput, *, timeout_s: float = 5.0) -> Sour
             spec = draft if schema else _with_schema(draft, await source.current_schema(conn))
             capture = capture_of(spec)
             total = await _checked(source, conn, capture, spec, given.table)
-            await collections.ensure(deps, spec.collection)
             await _install(source, conn, capture)
     except SourceUnavailable as exc:
         raise InvalidInput(exc.message, field="url") from None
-    try:
+    try:  # the collection only once the capture exists: a refusal above leaves nothing
+        await collections.ensure(deps, spec.collection)
         registered = await deps.store.sources.register(spec, total)
     except BaseException:
         await _uninstall_quietly(source, capture)
@@ -245,6 +245,12 @@ async def _install(source: SourceDatabase, conn: Connection, capture: Capture) -
     """One transaction: on any refusal nothing stays in the source database."""
     try:
         await source.install(conn, capture)
+    except psycopg.errors.LockNotAvailable:
+        raise Conflict(
+            "the table is locked by another transaction (creating the trigger waited 5 s for"
+            " it); nothing was created: try again",
+            field="table",
+        ) from None
     except (psycopg.errors.DuplicateObject, psycopg.errors.DuplicateTable) as exc:
         raise Conflict(
             f"the source database already has it: {first_line(exc)}", field="name"

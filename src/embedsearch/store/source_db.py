@@ -134,11 +134,13 @@ class SourceDatabase:
     async def install(self, conn: Connection, capture: Capture) -> None:
         """Queue, function and trigger in one transaction: all of them, or none."""
         async with conn.transaction():
+            await conn.execute(sql.LOCK_TIMEOUT)
             for statement in sql.install(capture):
                 await conn.execute(statement)
 
     async def uninstall(self, conn: Connection, capture: Capture) -> None:
         async with conn.transaction():
+            await conn.execute(sql.LOCK_TIMEOUT)
             table = await (
                 await conn.execute(sql.FIND_TABLE, (capture.schema, capture.table))
             ).fetchone()

@@ -45,6 +45,9 @@ UNION ALL
 SELECT 'trigger ' || t.tgname FROM pg_trigger t WHERE t.tgrelid = %(table)s AND t.tgname = %(trigger)s
 """)
 READ_ONLY = sql.SQL("SET TRANSACTION READ ONLY")
+# Creating or dropping the trigger locks the table against writes: behind a long transaction
+# it would wait, and every writer of the table behind it. Give up instead.
+LOCK_TIMEOUT = sql.SQL("SET LOCAL lock_timeout = '5s'")
 # The queued changes and the rows they name, read in one snapshot.
 SNAPSHOT_READ_ONLY = sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
