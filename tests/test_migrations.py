@@ -161,6 +161,39 @@ def test_a_version_1_database_upgrades_in_place_and_searches_the_same(
         }
 
 
+SOURCE_REGISTRY_COLUMNS = (
+    "SELECT column_name FROM information_schema.columns WHERE table_name = 'embedsearch_sources'"
+    " ORDER BY ordinal_position"
+)
+
+
+def test_version_7_adds_an_empty_source_registry_to_an_upgraded_database(
+    embedded_pg: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    url = version_1_database(embedded_pg)
+    before = snapshot(url)
+    assert plain_rows(url, "SELECT to_regclass('embedsearch_sources')") == [(None,)]
+    listed = cli_run(["sources", "list", "--json"], url, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    assert versions(url)[-1] == 7 == SCHEMA_VERSION
+    columns = [r[0] for r in plain_rows(url, SOURCE_REGISTRY_COLUMNS)]
+    assert columns[:9] == [
+        "name",
+        "url",
+        "table_schema",
+        "table_name",
+        "id_column",
+        "text_columns",
+        "metadata_columns",
+        "row_filter",
+        "collection",
+    ]
+    assert {"phase", "backfill_cursor", "backfill_done", "last_error"} <= set(columns)
+    assert plain_rows(url, "SELECT count(*) FROM embedsearch_sources") == [(0,)]
+    assert snapshot(url) == before  # nothing else changed
+
+
 def test_a_database_newer_than_the_code_is_refused_untouched(
     database_url: str, tmp_path: Path
 ) -> None:

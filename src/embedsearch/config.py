@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     # A read with X-Embedsearch-Min-Lsn waits this long for a replica to replay that
     # position; past it, the primary serves it.
     min_lsn_wait_s: float = Field(default=0.5, ge=0, le=60)
+    # Sources (tables kept in sync as documents): `embedsearch serve` runs their sync workers
+    # unless source_sync is off (then `embedsearch sources run` does); rows per batch; how
+    # often an empty change queue is looked at again.
+    source_sync: bool = True
+    source_batch_rows: int = Field(default=256, ge=1, le=10_000)
+    source_poll_s: float = Field(default=0.5, gt=0, le=60)
 
     # Database.
     pool_min_size: int = Field(default=1, ge=0)

@@ -107,6 +107,12 @@ def known_secrets(settings: Settings) -> list[str]:
     return found
 
 
+def url_redactor(url: str) -> Redactor:
+    """Masks a database URL's password (as given and URL-encoded) and secret shapes: for
+    messages about a database other than the service's own, e.g. a source's."""
+    return Redactor(_database_password(url))
+
+
 def _keys(value: SecretStr | None, variable: str) -> list[str]:
     try:
         return parse_keys(value, variable)

@@ -24,10 +24,12 @@ from embedsearch.api.routes import (
     metrics,
     openai_compat,
     search,
+    sources,
     ui,
 )
 from embedsearch.api.shutdown import InFlight, ShutdownGuard
 from embedsearch.config import Settings
+from embedsearch.core.source_sync import SourceSupervisor, sync_options
 from embedsearch.embedders import Embedder
 from embedsearch.runtime import open_deps
 
@@ -50,7 +52,15 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             observed.watch(deps.embedders)
             model = (await deps.embedders.default()).embedder
             log.info("embedsearch ready: model %s, %d dims", model.name, model.dimensions)
+            # The sources' sync workers (one per source across processes: advisory locks).
+            syncing = (
+                SourceSupervisor(deps, sync_options(settings)) if settings.source_sync else None
+            )
+            if syncing is not None:
+                syncing.start()
             yield
+            if syncing is not None:
+                await syncing.stop()
             # Requests a shutdown cancelled finish their answer before the pool closes.
             await inflight.wait(_CANCELLED_REQUESTS_WAIT_S)
             app.state.deps = None
@@ -72,6 +82,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         search,
         collections,
         aliases,
+        sources,
         health,
         metrics,
         openai_compat,

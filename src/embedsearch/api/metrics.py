@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -32,8 +32,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedsearch.api.errors import error_response
 from embedsearch.api.request_id import HEADER, request_id
+from embedsearch.core import sources
 from embedsearch.core.deps import Deps
 from embedsearch.core.errors import DatabaseUnavailable
+from embedsearch.core.sources import SourceStatus
 from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.logs import REQUEST_ID
 from embedsearch.store.replicas import PRIMARY, ReplicaStatus
@@ -110,6 +112,7 @@ class _Readings:
     catalog: CatalogStats | None = None
     replicas: list[ReplicaStatus] | None = None  # None: no replicas configured
     primary_reads: int = 0  # reads that could have used a replica, served by the primary
+    sources: list[SourceStatus] = field(default_factory=list)
 
 
 class _ReadingsCollector(Collector):
@@ -134,6 +137,7 @@ class _ReadingsCollector(Collector):
         yield from _catalog_metrics(readings.catalog)
         if readings.replicas is not None:
             yield from _replica_metrics(readings.replicas, readings.primary_reads)
+        yield from _source_metrics(readings.sources)
 
 
 def _pool_metrics(pool: PoolStats | None) -> Iterator[Metric]:
@@ -204,6 +208,38 @@ def _replica_metrics(replicas: list[ReplicaStatus], primary_reads: int) -> Itera
     yield from (up, lag, lag_bytes, reads)
 
 
+def _source_metrics(found: list[SourceStatus]) -> Iterator[Metric]:
+    """What GET /sources/{name} says, per source (counters kept in the service database, so
+    they hold across restarts and whichever process runs the worker)."""
+    gauges: dict[str, tuple[str, Callable[[SourceStatus], float | None]]] = {
+        "pending": ("Changes queued in the source database, not yet stored.", lambda s: s.pending),
+        "lag_seconds": ("Age of the oldest pending change.", lambda s: s.lag_seconds),
+        "up": ("1 unless the source's state is error.", lambda s: int(s.state != "error")),
+        "backfill_rows": ("Rows the backfill has read.", lambda s: s.record.backfill_done),
+        "rows_per_second": (
+            "Rows stored or removed per second, over the last minute.",
+            lambda s: s.record.rows_per_second,
+        ),
+    }
+    for name, (help_text, value) in gauges.items():
+        gauge = GaugeMetricFamily(f"{PREFIX}_source_{name}", help_text, labels=["source"])
+        for status in found:
+            reading = value(status)
+            if reading is not None:
+                gauge.add_metric([status.record.spec.name], reading)
+        yield gauge
+    counters: dict[str, tuple[str, Callable[[SourceStatus], float]]] = {
+        "rows_synced": ("Rows stored as documents.", lambda s: s.record.rows_synced),
+        "rows_deleted": ("Documents removed.", lambda s: s.record.rows_deleted),
+        "chunks_embedded": ("Chunks embedded.", lambda s: s.record.chunks_embedded),
+    }
+    for name, (help_text, count) in counters.items():
+        counter = CounterMetricFamily(f"{PREFIX}_source_{name}", help_text, labels=["source"])
+        for status in found:
+            counter.add_metric([status.record.spec.name], count(status))
+        yield counter
+
+
 class Metrics:
     """The app's metrics and their registry."""
 
@@ -249,6 +285,7 @@ class Metrics:
         try:
             readings.catalog = await stats.catalog()
             readings.database_up = True
+            readings.sources = await sources.list_all(deps)
         except DatabaseUnavailable as exc:
             log.warning("metrics: %s", exc.message)
             readings.database_up = False

@@ -1,5 +1,5 @@
 """Command line: `embedsearch serve | embed | search | ingest | collections | aliases | index |
-eval`.
+sources | eval`.
 
 Heavy imports (torch, onnxruntime, the API) happen inside commands, so --help is instant."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from embedsearch.cli import aliases, chunks, collections, evaluate, index, ingest, serve
+from embedsearch.cli import aliases, chunks, collections, evaluate, index, ingest, serve, sources
 from embedsearch.cli.common import app
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "ingest",
     "main",
     "serve",
+    "sources",
 ]
 
 

@@ -47,6 +47,12 @@ class DatabaseUnavailable(EmbedsearchError):
     code = "database_unavailable"
 
 
+class SourceUnavailable(DatabaseUnavailable):
+    """A source's database (core/sources.py) cannot be reached or failed mid-way."""
+
+    code = "source_unavailable"
+
+
 class NotReady(EmbedsearchError):
     status = 503
     code = "not_ready"

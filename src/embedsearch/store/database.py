@@ -97,6 +97,11 @@ class Database:
             else None
         )
 
+    @property
+    def conninfo(self) -> str:
+        """The primary's connection string (a secret: it may hold the password)."""
+        return self._conninfo
+
     async def open(self) -> None:
         await self._primary.open()
         if self._replicas is not None:

@@ -21,6 +21,7 @@ from embedsearch.core.errors import MigrationFailed, SchemaTooNew
 from embedsearch.store.database import Connection, first_line
 from embedsearch.store.sql import bm25 as bm25_sql
 from embedsearch.store.sql import schema as sql
+from embedsearch.store.sql import sources as sources_sql
 
 log = logging.getLogger(__name__)
 _BACKFILL_BATCH = 10_000  # chunks counted per statement by migration 3
@@ -116,6 +117,10 @@ async def _m006_aliases(conn: Connection) -> None:
     await conn.execute(sql.V6_ALIASES)
 
 
+async def _m007_sources(conn: Connection) -> None:
+    await conn.execute(sources_sql.V7_SOURCE_REGISTRY)
+
+
 MIGRATIONS = (
     Migration(1, "collection registry and documents", _m001_registry_and_documents),
     Migration(
@@ -127,6 +132,7 @@ MIGRATIONS = (
     Migration(4, "vectors kept in the row, not in TOAST", _m004_vectors_inline),
     Migration(5, "BM25 postings per collection", _m005_bm25_postings),
     Migration(6, "aliases: other names for collections", _m006_aliases),
+    Migration(7, "source registry: tables kept in sync as documents", _m007_sources),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

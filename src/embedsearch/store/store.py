@@ -13,12 +13,14 @@ from embedsearch.store.migrations import migrate
 from embedsearch.store.records import CollectionRecord
 from embedsearch.store.registry import Registry
 from embedsearch.store.replicas import ReplicaOptions
+from embedsearch.store.sources import SourceRegistry
 from embedsearch.store.sql import schema as sql
 
 
 class Store:
-    """`registry` (collections), `indexes` (ANN index administration) and `collection(record)`
-    (a handle on one collection's chunks, search and documents)."""
+    """`registry` (collections), `indexes` (ANN index administration), `sources` (the source
+    registry) and `collection(record)` (a handle on one collection's chunks, search and
+    documents)."""
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class Store:
         self.registry = Registry(self.database, ddl)
         self.aliases = Aliases(self.database)
         self.indexes = IndexAdmin(self.database, ddl, self.registry)
+        self.sources = SourceRegistry(self.database)
         self._compactions = Compactions()
 
     async def open(self) -> None:
