@@ -19,7 +19,7 @@ from embedsearch.api.app import create_app
 from embedsearch.config import Settings
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store.embedded import EmbeddedPostgres
-from embedsearch.store.migrations import SCHEMA_VERSION
+from embedsearch.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from embedsearch.store.sql.schema import MIGRATION_LOCK_ID
 from tests.servers import bm25_recount, bm25_statistics, create_database, live_server, rows
 from tests.test_cli import CLI, environment
@@ -111,7 +111,7 @@ def test_a_version_1_database_upgrades_in_place_and_searches_the_same(
         live_server(create_app(settings, embedder=local_embedder)) as server,
         httpx.Client(base_url=server.url, timeout=60) as http,
     ):
-        assert versions(url) == list(range(1, SCHEMA_VERSION + 1))
+        assert versions(url) == [m.version for m in MIGRATIONS]
         assert snapshot(url) == before  # every collection, chunk, document, index, registry row
         searches = json.loads((FIXTURE / "searches.json").read_text(encoding="utf-8"))
         for case in searches:
@@ -226,7 +226,7 @@ def test_a_process_starting_during_a_migration_waits_then_works(
             "tuned",
             "ivf",
         }
-    assert versions(url) == list(range(1, SCHEMA_VERSION + 1))  # each step applied once
+    assert versions(url) == [m.version for m in MIGRATIONS]  # each step applied once
 
 
 def versions_or_none(url: str) -> list[int] | None:

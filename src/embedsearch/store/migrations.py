@@ -86,6 +86,10 @@ async def _m004_vectors_inline(conn: Connection) -> None:
             )
 
 
+async def _m006_sharded_collections(conn: Connection) -> None:
+    await conn.execute(sql.V6_REGISTRY_SHARDS)
+
+
 MIGRATIONS = (
     Migration(1, "collection registry and documents", _m001_registry_and_documents),
     Migration(
@@ -95,6 +99,7 @@ MIGRATIONS = (
         3, "BM25 statistics; text search configuration and fusion per collection", _m003_bm25
     ),
     Migration(4, "vectors kept in the row, not in TOAST", _m004_vectors_inline),
+    Migration(6, "collections sharded on Citus", _m006_sharded_collections),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

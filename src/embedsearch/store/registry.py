@@ -88,7 +88,9 @@ class Registry:
         options: CollectionOptions,
     ) -> CollectionRecord:
         table = new_table_name(name)
-        layout = TableLayout(table, options.storage, options.normalized, options.distance)
+        layout = TableLayout(
+            table, options.storage, options.normalized, options.distance, shards=options.shards
+        )
         await self._ddl.create_chunk_table(conn, name, layout, dimensions, options)
         await conn.execute(
             sql.REGISTER_COLLECTION,
@@ -102,6 +104,7 @@ class Registry:
                 options.storage.value,
                 options.normalized,
                 options.text_config,
+                options.shards,
             ),
         )
         return await _get_existing(conn, name)
@@ -110,6 +113,11 @@ class Registry:
         async with self._db.reading() as conn:
             row = await (await conn.execute(sql.TEXT_CONFIG_EXISTS, (config,))).fetchone()
             return bool(row and row[0])
+
+    async def citus_workers(self) -> int | None:
+        """Active Citus workers behind the database; None when it is not a Citus coordinator."""
+        async with self._db.reading() as conn:
+            return await self._ddl.citus_workers(conn)
 
     async def set_fusion(self, name: str, fusion: dict[str, Any] | None) -> None:
         """Store (or with None clear) a collection's default hybrid fusion."""
