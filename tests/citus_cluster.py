@@ -83,6 +83,14 @@ class CitusCluster:
     def url(self) -> str:
         return self.coordinator.url()
 
+    @staticmethod
+    def shards_url(worker: TcpPostgres) -> str:
+        """A worker's URL whose sessions see the shards in the catalog (Citus hides them from
+        clients by default), e.g. their indexes and statistics."""
+        return psycopg.conninfo.make_conninfo(
+            worker.url(), options="-c citus.show_shards_for_app_name_prefixes=*"
+        )
+
     def destroy(self) -> None:
         for node in [self.coordinator, *self.workers]:
             try:

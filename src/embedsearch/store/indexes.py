@@ -57,7 +57,7 @@ class IndexAdmin:
                         conn, building, layout, spec, concurrently=True
                     )
                 async with conn.transaction():
-                    for existing in await _vector_indexes(conn, table):
+                    for existing in await _vector_indexes(conn, record):
                         if existing.name != building:
                             await self._ddl.drop_index(conn, existing.name)
                     if spec.type is not IndexType.NONE:
@@ -83,7 +83,7 @@ class IndexAdmin:
                 await conn.execute(sql.TRY_LOCK_INDEX_BUILD_XACT, (record.name,))
             ).fetchone()
             empty = await (await conn.execute(sql.is_empty(record.table))).fetchone()
-            indexes = await _vector_indexes(conn, record.table)
+            indexes = await _vector_indexes(conn, record)
             if not (locked and locked[0] and empty and empty[0]) or len(indexes) != 1:
                 return False
             (index,) = indexes
@@ -107,7 +107,7 @@ class IndexAdmin:
 
     async def vector_indexes(self, record: CollectionRecord) -> list[VectorIndexState]:
         async with self._db.reading() as conn:
-            return await _vector_indexes(conn, record.table)
+            return await _vector_indexes(conn, record)
 
     async def shared_buffers_bytes(self) -> int:
         async with self._db.reading() as conn:
@@ -116,7 +116,8 @@ class IndexAdmin:
 
     async def table_size(self, record: CollectionRecord) -> int:
         async with self._db.reading() as conn:
-            row = await (await conn.execute(sql.TABLE_SIZE, (record.table,))).fetchone()
+            statement = sql.table_size(distributed=record.layout.distributed)
+            row = await (await conn.execute(statement, (record.table,))).fetchone()
             return int(row[0] or 0) if row else 0
 
     async def sample_vectors(self, record: CollectionRecord, n: int, rows: int) -> Any:
@@ -128,8 +129,9 @@ class IndexAdmin:
         return np.stack(found) if found else np.zeros((0, 0), np.float32)
 
 
-async def _vector_indexes(conn: Connection, table: str) -> list[VectorIndexState]:
-    rows = await (await conn.execute(sql.VECTOR_INDEXES, (table,))).fetchall()
+async def _vector_indexes(conn: Connection, record: CollectionRecord) -> list[VectorIndexState]:
+    statement = sql.vector_indexes(distributed=record.layout.distributed)
+    rows = await (await conn.execute(statement, (record.table,))).fetchall()
     return [
         VectorIndexState(
             name,

@@ -15,8 +15,9 @@ EF_SEARCH = "hnsw.ef_search"
 PROBES = "ivfflat.probes"
 # pgvector >= 0.8: keep scanning the index until `limit` rows pass the filter.
 ITERATIVE_SCAN = {"hnsw.iterative_scan": "relaxed_order", "ivfflat.iterative_scan": "relaxed_order"}
-# For exact search: no index scans in this transaction (bitmap scans for filters stay).
-NO_INDEX_SCANS = {"enable_indexscan": "off"}
+# For exact search: no index scans in this transaction (bitmap scans for filters stay), and
+# sequential scans allowed whatever the session says.
+NO_INDEX_SCANS = {"enable_indexscan": "off", "enable_seqscan": "on"}
 
 
 def set_config_local(n: int) -> sql.Composed:
