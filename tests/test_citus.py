@@ -314,8 +314,9 @@ def test_index_build_and_health_on_every_shard(
     per_worker = [
         rows(
             cluster.shards_url(worker),
-            "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'c_sharded_embedding_hnsw%'"
-            " AND indexdef LIKE '%m=''12''%'",
+            # The shards' indexes (name_<shard id>), not the worker's copy of the shell table's.
+            "SELECT count(*) FROM pg_indexes"
+            " WHERE indexname ~ '^c_sharded_embedding_hnsw_[0-9]+$' AND indexdef LIKE '%m=''12''%'",
         )[0][0]
         for worker in cluster.workers
     ]
