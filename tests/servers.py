@@ -151,7 +151,7 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
         server.stop()
 
 
-def rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+def rows(url: str, query: str | psycopg.sql.Composed, params: Any = None) -> list[tuple[Any, ...]]:
     """Read straight from the database, bypassing our code."""
     from pgvector.psycopg import register_vector
 
