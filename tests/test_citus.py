@@ -291,6 +291,10 @@ def test_writes_documents_and_global_statistics(
     deleted = citus_client.delete("/documents/manual", params={"collection": "writes"})
     assert deleted.status_code == 204
     assert bm25_statistics(cluster.url, "writes") == bm25_recount(cluster.url, "c_writes")
+    assert citus_client.delete("/collections/writes").status_code == 204
+    assert rows(cluster.url, "SELECT to_regclass('c_writes')") == [(None,)]
+    assert not rows(cluster.url, "SELECT 1 FROM citus_shards WHERE table_name::text = 'c_writes'")
+    assert bm25_statistics(cluster.url, "writes") == {}
 
 
 def test_index_build_and_health_on_every_shard(

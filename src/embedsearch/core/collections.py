@@ -127,14 +127,19 @@ async def _check_sharding(deps: Deps, shards: int) -> None:
         raise InvalidInput(
             f"sharding.shards must be between 1 and {MAX_SHARDS}", field="sharding.shards"
         )
-    workers = await deps.store.registry.citus_workers()
-    if workers is None:
+    citus = await deps.store.registry.citus()
+    if citus is None:
         raise InvalidInput(
             "sharding needs Citus: this database has no citus extension (point "
             "EMBEDSEARCH_DATABASE_URL at a Citus coordinator, or leave sharding out)",
             field="sharding",
         )
-    if workers == 0:
+    if citus.server_version < 180000:  # sharded writes return old and new rows (RETURNING OLD)
+        raise InvalidInput(
+            "sharding needs PostgreSQL 18 or newer on the Citus coordinator and workers",
+            field="sharding",
+        )
+    if citus.workers == 0:
         raise InvalidInput(
             "sharding needs Citus workers: this coordinator has no active worker nodes "
             "(add them with citus_add_node)",

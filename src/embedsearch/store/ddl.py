@@ -13,7 +13,7 @@ import logging
 
 from embedsearch.core.vector_index import IndexSpec, IndexType
 from embedsearch.store.database import Connection
-from embedsearch.store.records import CollectionOptions, TableLayout
+from embedsearch.store.records import CitusInfo, CollectionOptions, TableLayout
 from embedsearch.store.sql import bm25 as bm25_sql
 from embedsearch.store.sql import citus as citus_sql
 from embedsearch.store.sql import ddl as sql
@@ -61,13 +61,13 @@ class Ddl:
         elif spec.type is IndexType.HNSW:
             log.warning("%d dimensions: too many for an index on %s", dimensions, storage.value)
 
-    async def citus_workers(self, conn: Connection) -> int | None:
-        """Active Citus workers behind this database; None when it is not a Citus coordinator."""
+    async def citus(self, conn: Connection) -> CitusInfo | None:
+        """The Citus cluster behind this database; None when it is not a Citus coordinator."""
         row = await (await conn.execute(citus_sql.CITUS_VERSION)).fetchone()
         if row is None:
             return None
         workers = await (await conn.execute(citus_sql.ACTIVE_WORKERS)).fetchone()
-        return int(workers[0]) if workers else 0
+        return CitusInfo(int(workers[0]) if workers else 0, int(row[1]))
 
     async def drop_chunk_table(self, conn: Connection, table: str) -> None:
         await conn.execute(sql.drop_table(table))

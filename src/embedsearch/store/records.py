@@ -57,6 +57,14 @@ class CollectionOptions:
 
 
 @dataclass(frozen=True)
+class CitusInfo:
+    """The Citus cluster a coordinator leads."""
+
+    workers: int  # active worker nodes
+    server_version: int  # the coordinator's server_version_num
+
+
+@dataclass(frozen=True)
 class CollectionRecord:
     name: str
     table: str

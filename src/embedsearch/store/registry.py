@@ -13,7 +13,7 @@ from embedsearch.core.errors import Conflict, ModelMismatch
 from embedsearch.core.vector_index import Storage
 from embedsearch.store.database import Connection, Database
 from embedsearch.store.ddl import Ddl
-from embedsearch.store.records import CollectionOptions, CollectionRecord, TableLayout
+from embedsearch.store.records import CitusInfo, CollectionOptions, CollectionRecord, TableLayout
 from embedsearch.store.sql import bm25 as bm25_sql
 from embedsearch.store.sql import registry as sql
 from embedsearch.store.sql.schema import LOCK_MIGRATIONS, MIGRATION_LOCK_ID
@@ -114,10 +114,10 @@ class Registry:
             row = await (await conn.execute(sql.TEXT_CONFIG_EXISTS, (config,))).fetchone()
             return bool(row and row[0])
 
-    async def citus_workers(self) -> int | None:
-        """Active Citus workers behind the database; None when it is not a Citus coordinator."""
+    async def citus(self) -> CitusInfo | None:
+        """The Citus cluster behind the database; None when it is not a Citus coordinator."""
         async with self._db.reading() as conn:
-            return await self._ddl.citus_workers(conn)
+            return await self._ddl.citus(conn)
 
     async def set_fusion(self, name: str, fusion: dict[str, Any] | None) -> None:
         """Store (or with None clear) a collection's default hybrid fusion."""

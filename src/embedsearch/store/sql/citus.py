@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from psycopg import sql
 
-# The citus extension's version (no row: not a Citus database) and its active workers.
-CITUS_VERSION = sql.SQL("SELECT extversion FROM pg_extension WHERE extname = 'citus'")
+# The citus extension's version and the server's (no row: not a Citus database), and the active
+# workers.
+CITUS_VERSION = sql.SQL(
+    "SELECT extversion, current_setting('server_version_num')::integer"
+    " FROM pg_extension WHERE extname = 'citus'"
+)
 ACTIVE_WORKERS = sql.SQL("SELECT count(*) FROM citus_get_active_worker_nodes()")
 
 # The chunk table's generated bm25_length and BM25 scoring call this function on the shards:
