@@ -195,16 +195,19 @@ def test_the_index_on_every_shard_agrees_with_exact_search(
 
 
 def test_search_settings_reach_every_worker(cluster: CitusCluster, loaded: None) -> None:
-    async def seen() -> set[str]:
+    """What each shard's worker sees in a search's transaction (the port says where it ran)."""
+
+    async def seen() -> set[tuple[int, str]]:
         async with open_store(cluster.url, model=MODEL, dimensions=DIMS) as store:
             settings = search_sql.set_local_on_workers({"hnsw.ef_search": "123"})
             async with store.database.reading([(settings, None)]) as conn:
                 cur = await conn.execute(
-                    "SELECT DISTINCT current_setting('hnsw.ef_search') FROM c_sharded"
+                    "SELECT DISTINCT inet_server_port(), current_setting('hnsw.ef_search')"
+                    " FROM c_sharded"
                 )
-                return {r[0] for r in await cur.fetchall()}
+                return {(r[0], r[1]) for r in await cur.fetchall()}
 
-    assert asyncio.run(seen()) == {"123"}
+    assert asyncio.run(seen()) == {(worker.port, "123") for worker in cluster.workers}
 
 
 def create_sharded(url: str, name: str) -> None:
