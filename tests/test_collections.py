@@ -29,6 +29,7 @@ def test_collection_lifecycle(client: httpx.Client) -> None:
         "normalized": True,
         "textConfig": "english",
         "fusion": None,
+        "sharding": None,
         "count": 0,
         "createdAt": None,
     }

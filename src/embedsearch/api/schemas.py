@@ -27,6 +27,7 @@ from embedsearch.core.constants import (
     MAX_DOCUMENT_ID_CHARS,
     MAX_LIMIT,
     MAX_RRF_K,
+    MAX_SHARDS,
 )
 from embedsearch.core.distance import Distance
 from embedsearch.core.fusion import Fusion, FusionMethod
@@ -218,6 +219,22 @@ class IndexRequest(RequestModel):
         return IndexSpec(self.type, self.m, self.efConstruction, self.lists)
 
 
+class ShardingRequest(RequestModel):
+    shards: int = Field(
+        ge=1,
+        le=MAX_SHARDS,
+        description="Citus shards the collection's chunks are hash-distributed into (by "
+        "document id, or chunk id for chunks of no document).",
+    )
+
+
+class ShardingPublic(BaseModel):
+    shards: int
+    distributionColumn: str = Field(
+        description="shard_key: the chunk id without its trailing #n, i.e. the document id."
+    )
+
+
 class CollectionCreate(RequestModel):
     name: str = Field(examples=["papers"], description=f"^{COLLECTION_NAME_PATTERN}$")
     embedder: str | None = Field(
@@ -243,6 +260,11 @@ class CollectionCreate(RequestModel):
         description="PostgreSQL text search configuration for lexical search (stemming, stop "
         "words): english, simple, german, french, ...",
     )
+    sharding: ShardingRequest | None = Field(
+        default=None,
+        description="Distribute the collection over a Citus cluster (EMBEDSEARCH_DATABASE_URL "
+        "a coordinator); 422 on a database without Citus.",
+    )
 
 
 class CollectionUpdate(RequestModel):
@@ -267,6 +289,9 @@ class CollectionPublic(BaseModel):
     normalized: bool
     textConfig: str
     fusion: dict[str, Any] | None = Field(description="Hybrid search's stored default fusion.")
+    sharding: ShardingPublic | None = Field(
+        default=None, description="Citus sharding (null: a plain table)."
+    )
     count: int
     createdAt: datetime
 

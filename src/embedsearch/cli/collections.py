@@ -14,6 +14,7 @@ from embedsearch.core.constants import (
     DEFAULT_HNSW_M,
     DEFAULT_RRF_K,
     DEFAULT_TEXT_CONFIG,
+    MAX_SHARDS,
 )
 from embedsearch.core.distance import Distance
 from embedsearch.core.errors import EmbedsearchError, InvalidInput
@@ -79,10 +80,19 @@ def create_collection(
     text_config: Annotated[
         str, typer.Option(help="Text search configuration for lexical search: english, simple, ...")
     ] = DEFAULT_TEXT_CONFIG,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_SHARDS,
+            help="Hash-distribute the chunks over a Citus cluster in this many shards (the "
+            "database must be a Citus coordinator).",
+        ),
+    ] = None,
 ) -> None:
     """Create a collection."""
     options = CollectionOptions(
-        distance, storage, not raw, IndexSpec(index, m, ef_construction), text_config
+        distance, storage, not raw, IndexSpec(index, m, ef_construction), text_config, shards
     )
     from embedsearch.core import collections
 
@@ -91,7 +101,8 @@ def create_collection(
             deps, name, embedder=embedder, dimensions=dimensions, options=options
         )
     )
-    typer.echo(f"created {record.name}: {record.model}, {record.dimensions} dims")
+    sharded = f", {record.shards} shards on Citus" if record.shards is not None else ""
+    typer.echo(f"created {record.name}: {record.model}, {record.dimensions} dims{sharded}")
 
 
 @collections_app.command("drop")

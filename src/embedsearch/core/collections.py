@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from embedsearch.core.constants import DEFAULT_COLLECTION
+from embedsearch.core.constants import DEFAULT_COLLECTION, MAX_SHARDS
 from embedsearch.core.deps import CachedRecord, Deps
 from embedsearch.core.errors import Conflict, InvalidInput, ModelMismatch, NotFound
 from embedsearch.core.fusion import Fusion
@@ -106,6 +106,8 @@ async def create(
             field="index.type",
         )
     check_text_config(options.text_config)
+    if options.shards is not None:
+        await _check_sharding(deps, options.shards)
     if await deps.store.registry.get(name) is not None:
         raise Conflict(f"collection {name!r} already exists", field="name")
     if not await deps.store.registry.text_config_exists(options.text_config):
@@ -118,6 +120,32 @@ async def create(
     return await deps.store.registry.create(
         name, model=info.name, dimensions=info.dimensions, embedder=spec, options=options
     )
+
+
+async def _check_sharding(deps: Deps, shards: int) -> None:
+    """A sharded collection needs a Citus coordinator with workers behind it."""
+    if not 1 <= shards <= MAX_SHARDS:
+        raise InvalidInput(
+            f"sharding.shards must be between 1 and {MAX_SHARDS}", field="sharding.shards"
+        )
+    citus = await deps.store.registry.citus()
+    if citus is None:
+        raise InvalidInput(
+            "sharding needs Citus: this database has no citus extension (point "
+            "EMBEDSEARCH_DATABASE_URL at a Citus coordinator, or leave sharding out)",
+            field="sharding",
+        )
+    if citus.server_version < 180000:  # sharded writes return old and new rows (RETURNING OLD)
+        raise InvalidInput(
+            "sharding needs PostgreSQL 18 or newer on the Citus coordinator and workers",
+            field="sharding",
+        )
+    if citus.workers == 0:
+        raise InvalidInput(
+            "sharding needs Citus workers: this coordinator has no active worker nodes "
+            "(add them with citus_add_node)",
+            field="sharding",
+        )
 
 
 async def list_all(deps: Deps) -> list[tuple[CollectionRecord, int]]:

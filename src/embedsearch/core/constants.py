@@ -13,6 +13,9 @@ MAX_CHUNK_ID_CHARS = 255  # the brief's VARCHAR(255)
 MAX_DOCUMENT_ID_CHARS = 200  # leaves room for "#<chunk index>" within a 255-char chunkId
 COLLECTION_NAME_PATTERN = r"[a-z][a-z0-9_]{0,39}"  # part of a table name: nothing to escape
 
+# Sharding on Citus: shards per collection (Citus itself allows up to 64,000).
+MAX_SHARDS = 1024
+
 # Search.
 DEFAULT_LIMIT = 5
 MAX_LIMIT = 1000

@@ -53,6 +53,20 @@ class SourceUnavailable(DatabaseUnavailable):
     code = "source_unavailable"
 
 
+class WorkerUnavailable(DatabaseUnavailable):
+    """A Citus worker holding shards cannot be reached. The statement failed as a whole: no
+    partial results are returned and nothing of a write is stored."""
+
+    code = "worker_unavailable"
+
+    def __init__(self, worker: str, cause: str) -> None:
+        super().__init__(
+            f"Citus worker {worker} is unavailable ({cause}); the request needs every shard, so "
+            "nothing was returned or stored. Retry when the worker is back"
+        )
+        self.worker = worker
+
+
 class NotReady(EmbedsearchError):
     status = 503
     code = "not_ready"

@@ -61,6 +61,9 @@ class Bm25:
         self._name = collection.name
         self._table = collection.table
         self._config = collection.text_config
+        # Sharded tables have no postings (statistics come from the write path): scored over
+        # the chunks the GIN index matches, on every shard.
+        self._posted = not collection.layout.distributed
 
     @retry_elsewhere
     async def search(
@@ -78,8 +81,9 @@ class Bm25:
             "b": B,
             "limit": limit,
         }
-        if _WEBSEARCH_SYNTAX.search(text):
-            return await self._search_websearch(condition, params)
+        websearch = bool(_WEBSEARCH_SYNTAX.search(text))
+        if websearch or not self._posted:
+            return await self._search_matched(condition, params, websearch=websearch)
         # The `depth` best by score, then the filter: a filter that leaves fewer than `limit`
         # of them sends the search deeper, until every posted chunk was scored.
         statement = sql.score_postings(self._table, condition)
@@ -94,9 +98,12 @@ class Bm25:
                     return hits
                 depth *= _FILTER_DEPTH
 
-    async def _search_websearch(self, condition: Any, params: dict[str, Any]) -> list[SearchHit]:
-        """Phrases and exclusions need each chunk's positions: scored over the chunks the GIN
-        index matches, with the statistics read first (one snapshot for both)."""
+    async def _search_matched(
+        self, condition: Any, params: dict[str, Any], *, websearch: bool
+    ) -> list[SearchHit]:
+        """Scored over the chunks the GIN index matches (phrases and exclusions need each
+        chunk's positions; sharded tables have no postings), with the statistics read first
+        (one snapshot for both)."""
         async with self._db.reading() as conn, conn.transaction():
             terms = await self._terms(conn, params["text"])
             if terms is None:
@@ -107,7 +114,8 @@ class Bm25:
                 "avgdl": terms.avgdl,
                 "match": terms.lexemes,
             }
-            return await _hits(conn, sql.score_websearch(self._table, condition), params)
+            statement = sql.score_matched(self._table, condition, websearch=websearch)
+            return await _hits(conn, statement, params)
 
     async def _terms(self, conn: Connection, text: str) -> QueryTerms | None:
         """The query's lexemes that some chunk holds, with their idf; None when there is none."""

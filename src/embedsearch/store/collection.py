@@ -20,6 +20,8 @@ from embedsearch.core.distance import Distance
 from embedsearch.core.errors import InvalidInput
 from embedsearch.core.vector_index import Storage
 from embedsearch.store.bm25 import Bm25, Compactions
+from embedsearch.store.bm25_changes import Bm25Changes
+from embedsearch.store.citus import shard_key
 from embedsearch.store.database import Connection, Database, Statement
 from embedsearch.store.documents import DocumentStore
 from embedsearch.store.filters import compile_filter
@@ -65,44 +67,55 @@ class CollectionHandle:
 
     async def write_rows(self, conn: Connection, rows: ChunkRows) -> list[tuple[Any, ...]]:
         """Upsert rows inside the caller's transaction; returns (chunk_id, inserted) rows."""
-        n, table = len(rows), self.table
+        n, table, distributed = len(rows), self.table, self.layout.distributed
         vectors: Any = rows.vectors
         if self.layout.storage is Storage.HALFVEC:
             vectors = [HalfVector(v) for v in rows.vectors]
+        columns: list[Sequence[Any]] = [
+            rows.chunk_ids,
+            vectors,
+            [rows.model] * n,
+            rows.contents,
+            rows.content_hashes,
+            [Jsonb(m) for m in (rows.metadata or [{}] * n)],
+            rows.document_ids or [None] * n,
+        ]
+        if distributed:
+            columns.append([shard_key(chunk_id) for chunk_id in rows.chunk_ids])
         # In chunk id order: concurrent writes of overlapping chunks then lock their rows in
         # the same order, and wait for one another instead of deadlocking.
-        records = sorted(
-            zip(
-                rows.chunk_ids,
-                vectors,
-                [rows.model] * n,
-                rows.contents,
-                rows.content_hashes,
-                [Jsonb(m) for m in (rows.metadata or [{}] * n)],
-                rows.document_ids or [None] * n,
-                strict=True,
-            ),
-            key=lambda record: record[0],
-        )
+        records = sorted(zip(*columns, strict=True), key=lambda record: record[0])
         if n <= _COPY_THRESHOLD:
             returned = []
             for record in records:
-                cur = await conn.execute(sql.upsert_row(table), record)
+                cur = await conn.execute(sql.upsert_row(table, distributed=distributed), record)
                 returned.extend(await cur.fetchall())
+        else:
+            await conn.execute(sql.create_staging(table))
+            copy_into = sql.copy_into_staging(table, distributed=distributed)
+            async with conn.cursor().copy(copy_into) as copy:
+                copy.set_types(sql.copy_types(self.layout.storage, distributed=distributed))
+                for record in records:
+                    await copy.write_row(record)
+            cur = await conn.execute(sql.upsert_from_staging(table, distributed=distributed))
+            returned = await cur.fetchall()
+        if not distributed:
             return returned
-        await conn.execute(sql.create_staging(table))
-        async with conn.cursor().copy(sql.copy_into_staging(table)) as copy:
-            copy.set_types(sql.copy_types(self.layout.storage))
-            for record in records:
-                await copy.write_row(record)
-        cur = await conn.execute(sql.upsert_from_staging(table))
-        return await cur.fetchall()
+        # (chunk_id, inserted, old tsvector, old length, new tsvector, new length)
+        changes = Bm25Changes().removed(r[2:4] for r in returned).added(r[4:6] for r in returned)
+        await changes.record(conn, self.name)
+        return [r[:2] for r in returned]
 
     async def delete_chunk(self, chunk_id: str) -> bool:
+        distributed = self.layout.distributed
+
         async def delete(conn: Connection) -> bool:
-            row = await (await conn.execute(sql.delete_chunk(self.table), (chunk_id,))).fetchone()
+            statement = sql.delete_chunk(self.table, distributed=distributed)
+            row = await (await conn.execute(statement, (chunk_id,))).fetchone()
             if row is None:
                 return False
+            if distributed:
+                await Bm25Changes().removed([row]).record(conn, self.name)
             if row[0] is not None:
                 await conn.execute(documents_sql.DECREMENT_DOCUMENT_CHUNKS, (self.name, row[0]))
             return True
@@ -184,15 +197,29 @@ class CollectionHandle:
         """Transaction-local index settings: exact scans, HNSW's candidate list, IVFFlat's
         lists to scan, and iterative scans so a filter still yields `limit` rows. Empty for a
         plain search with the defaults (the session has them): one round trip then."""
+        values = self._scan_values(limit, ef_search, probes, filtered, exact)
+        if self.layout.distributed:
+            # As SET LOCAL statements, every value every time: Citus passes those (not
+            # set_config calls) on to the workers' transactions, whose sessions lack our
+            # defaults.
+            return [(search_sql.set_local_on_workers(values), None)]
+        if values.get(search_sql.EF_SEARCH) == str(self.ef_search):
+            del values[search_sql.EF_SEARCH]  # the pooled sessions start at the default
+        if not values:
+            return []
+        return [
+            (search_sql.set_config_local(len(values)), [x for kv in values.items() for x in kv])
+        ]
+
+    def _scan_values(
+        self, limit: int, ef_search: int, probes: int | None, filtered: bool, exact: bool
+    ) -> dict[str, str]:
         if exact:
-            return [(search_sql.DISABLE_INDEX_SCANS, None)]
-        settings: list[Statement] = []
-        ef = min(max(limit, ef_search), HNSW_MAX_EF_SEARCH)
-        if ef != self.ef_search:  # the pooled sessions start at the store's default
-            settings.append((search_sql.SET_EF_SEARCH, (str(ef),)))
+            return dict(search_sql.NO_INDEX_SCANS)
+        values = {search_sql.EF_SEARCH: str(min(max(limit, ef_search), HNSW_MAX_EF_SEARCH))}
         probes = probes or self.layout.probes
         if probes is not None:
-            settings.append((search_sql.SET_PROBES, (str(probes),)))
+            values[search_sql.PROBES] = str(probes)
         if filtered:
-            settings.append((search_sql.SET_ITERATIVE_SCAN, None))
-        return settings
+            values |= search_sql.ITERATIVE_SCAN
+        return values

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # A statement and its parameters, e.g. a transaction-local setting.
-Statement = tuple[psycopg.sql.SQL, Sequence[Any] | None]
+Statement = tuple[psycopg.sql.SQL | psycopg.sql.Composed, Sequence[Any] | None]
 
 
 class Database:

@@ -1,7 +1,10 @@
 """The one place that issues DDL for collections: chunk tables and their ANN indexes.
 
 A collection's table is created, dropped and indexed only through `Ddl`, so a deployment whose
-tables need other DDL (distributed tables on Citus) changes this class and nothing else.
+tables need other DDL changes this class and nothing else. A sharded collection's table is
+hash-distributed by Citus (`layout.shards`): the same columns and indexes (each shard gets its
+own), a shard key in the primary key, and no BM25 triggers (the write path keeps its
+statistics, see store/bm25_changes.py).
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import logging
 
 from embedsearch.core.vector_index import IndexSpec, IndexType
 from embedsearch.store.database import Connection
-from embedsearch.store.records import CollectionOptions, TableLayout
+from embedsearch.store.records import CitusInfo, CollectionOptions, TableLayout
 from embedsearch.store.sql import bm25 as bm25_sql
+from embedsearch.store.sql import citus as citus_sql
 from embedsearch.store.sql import ddl as sql
 
 log = logging.getLogger(__name__)
@@ -39,16 +43,34 @@ class Ddl:
             options.index,
             options.text_config,
         )
-        await conn.execute(sql.create_chunk_table(table, dimensions, storage, config))
+        if layout.distributed:
+            await conn.execute(citus_sql.DISTRIBUTE_LENGTH_FUNCTION)
+        await conn.execute(
+            sql.create_chunk_table(
+                table, dimensions, storage, config, distributed=layout.distributed
+            )
+        )
         await conn.execute(sql.complete_chunk_table(table, config))
-        await conn.execute(bm25_sql.create_postings_table(table))
-        await conn.execute(bm25_sql.create_triggers(table, collection, config))
-        await conn.execute(bm25_sql.count_all(table), {"collection": collection})
-        await conn.execute(bm25_sql.backfill_postings_batch(table), {"after": "", "size": None})
+        if layout.distributed:  # new and empty: nothing to count or post
+            await conn.execute(citus_sql.DISTRIBUTE_TABLE, (table, layout.shards))
+        else:
+            await conn.execute(bm25_sql.create_postings_table(table))
+            await conn.execute(bm25_sql.create_triggers(table, collection, config))
+            await conn.execute(bm25_sql.count_all(table), {"collection": collection})
+            statement = bm25_sql.backfill_postings_batch(table)
+            await conn.execute(statement, {"after": "", "size": None})
         if spec.type is IndexType.HNSW and dimensions <= storage.max_indexed_dimensions:
             await self.create_vector_index(conn, index_name(table, spec.type), layout, spec)
         elif spec.type is IndexType.HNSW:
             log.warning("%d dimensions: too many for an index on %s", dimensions, storage.value)
+
+    async def citus(self, conn: Connection) -> CitusInfo | None:
+        """The Citus cluster behind this database; None when it is not a Citus coordinator."""
+        row = await (await conn.execute(citus_sql.CITUS_VERSION)).fetchone()
+        if row is None:
+            return None
+        workers = await (await conn.execute(citus_sql.ACTIVE_WORKERS)).fetchone()
+        return CitusInfo(int(workers[0]) if workers else 0, int(row[1]))
 
     async def drop_chunk_table(self, conn: Connection, table: str) -> None:
         await conn.execute(sql.drop_table(table))

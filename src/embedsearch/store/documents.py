@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from psycopg.types.json import Jsonb
 
 from embedsearch.core.errors import StaleDocument
+from embedsearch.store.bm25_changes import Bm25Changes
 from embedsearch.store.database import Connection
 from embedsearch.store.records import DocumentRecord, DocumentState, DocumentWrite, concat_rows
 from embedsearch.store.replicas import retry_elsewhere
@@ -23,6 +24,7 @@ class DocumentStore:
         self._db = collection.database
         self._name = collection.name
         self._table = collection.table
+        self._distributed = collection.layout.distributed
 
     async def states(self, document_ids: Sequence[str]) -> dict[str, DocumentState]:
         async with self._db.reading() as conn:
@@ -53,15 +55,17 @@ class DocumentStore:
         created = []
         for write in writes:
             await conn.execute(sql.LOCK_DOCUMENT, (self._name, write.document_id))
-        ids = [w.document_id for w in writes]
-        cur = await conn.execute(sql.chunk_hashes_of_documents(table, for_update=True), (ids,))
-        stored = {r[0]: r[1] for r in await cur.fetchall()}
+        stored = await self._lock_chunks(conn, [w.document_id for w in writes])
+        removed = Bm25Changes()
         for write in writes:
             if any(stored.get(cid) != digest for cid, digest in write.reused.items()):
                 raise StaleDocument(write.document_id)
-            await conn.execute(
-                sql.delete_document_chunks_except(table), (write.document_id, write.chunk_ids)
+            cur = await conn.execute(
+                sql.delete_document_chunks_except(table, distributed=self._distributed),
+                (write.document_id, write.chunk_ids),
             )
+            if self._distributed:
+                removed.removed(await cur.fetchall())
             if write.reused:
                 metadata = Jsonb(write.metadata)
                 await conn.execute(
@@ -80,10 +84,25 @@ class DocumentStore:
                 )
             ).fetchone()
             created.append(bool(row and row[0]))
+        await removed.record(conn, self._name)
         rows = concat_rows([w.rows for w in writes if len(w.rows)])
         if rows is not None:
             await self._chunks.write_rows(conn, rows)
         return created
+
+    async def _lock_chunks(self, conn: Connection, document_ids: list[str]) -> dict[str, str]:
+        """The stored chunks of these documents (chunk id -> content hash), locked until the
+        transaction ends; on a sharded table one statement per document (one shard each)."""
+        if not self._distributed:
+            statement = sql.chunk_hashes_of_documents(self._table, for_update=True)
+            cur = await conn.execute(statement, (document_ids,))
+            return {r[0]: r[1] for r in await cur.fetchall()}
+        stored: dict[str, str] = {}
+        statement = sql.chunk_hashes_of_document_locked(self._table)
+        for document_id in document_ids:
+            cur = await conn.execute(statement, (document_id, document_id))
+            stored |= {r[0]: r[1] for r in await cur.fetchall()}
+        return stored
 
     @retry_elsewhere
     async def get(self, document_id: str) -> DocumentRecord | None:
@@ -104,7 +123,12 @@ class DocumentStore:
             found = await (
                 await conn.execute(sql.DELETE_DOCUMENT, (self._name, document_id))
             ).fetchone()
-            await conn.execute(sql.delete_document_chunks(self._table), (document_id,))
+            cur = await conn.execute(
+                sql.delete_document_chunks(self._table, distributed=self._distributed),
+                (document_id,),
+            )
+            if self._distributed:
+                await Bm25Changes().removed(await cur.fetchall()).record(conn, self._name)
             return found is not None
 
         deleted = await self._db.transaction(delete)

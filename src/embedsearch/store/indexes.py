@@ -58,7 +58,7 @@ class IndexAdmin:
                         conn, building, layout, spec, concurrently=True
                     )
                 async with conn.transaction():
-                    for existing in await _vector_indexes(conn, table):
+                    for existing in await _vector_indexes(conn, record):
                         if existing.name != building:
                             await self._ddl.drop_index(conn, existing.name)
                     if spec.type is not IndexType.NONE:
@@ -84,7 +84,7 @@ class IndexAdmin:
                 await conn.execute(sql.TRY_LOCK_INDEX_BUILD_XACT, (record.name,))
             ).fetchone()
             empty = await (await conn.execute(sql.is_empty(record.table))).fetchone()
-            indexes = await _vector_indexes(conn, record.table)
+            indexes = await _vector_indexes(conn, record)
             if not (locked and locked[0] and empty and empty[0]) or len(indexes) != 1:
                 return False
             (index,) = indexes
@@ -109,7 +109,7 @@ class IndexAdmin:
     @retry_elsewhere
     async def vector_indexes(self, record: CollectionRecord) -> list[VectorIndexState]:
         async with self._db.reading() as conn:
-            return await _vector_indexes(conn, record.table)
+            return await _vector_indexes(conn, record)
 
     @retry_elsewhere
     async def shared_buffers_bytes(self) -> int:
@@ -120,7 +120,8 @@ class IndexAdmin:
     @retry_elsewhere
     async def table_size(self, record: CollectionRecord) -> int:
         async with self._db.reading() as conn:
-            row = await (await conn.execute(sql.TABLE_SIZE, (record.table,))).fetchone()
+            statement = sql.table_size(distributed=record.layout.distributed)
+            row = await (await conn.execute(statement, (record.table,))).fetchone()
             return int(row[0] or 0) if row else 0
 
     @retry_elsewhere
@@ -133,8 +134,9 @@ class IndexAdmin:
         return np.stack(found) if found else np.zeros((0, 0), np.float32)
 
 
-async def _vector_indexes(conn: Connection, table: str) -> list[VectorIndexState]:
-    rows = await (await conn.execute(sql.VECTOR_INDEXES, (table,))).fetchall()
+async def _vector_indexes(conn: Connection, record: CollectionRecord) -> list[VectorIndexState]:
+    statement = sql.vector_indexes(distributed=record.layout.distributed)
+    rows = await (await conn.execute(statement, (record.table,))).fetchall()
     return [
         VectorIndexState(
             name,

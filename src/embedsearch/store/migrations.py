@@ -121,6 +121,10 @@ async def _m007_sources(conn: Connection) -> None:
     await conn.execute(sources_sql.V7_SOURCE_REGISTRY)
 
 
+async def _m008_sharded_collections(conn: Connection) -> None:
+    await conn.execute(sql.V8_REGISTRY_SHARDS)
+
+
 MIGRATIONS = (
     Migration(1, "collection registry and documents", _m001_registry_and_documents),
     Migration(
@@ -133,6 +137,7 @@ MIGRATIONS = (
     Migration(5, "BM25 postings per collection", _m005_bm25_postings),
     Migration(6, "aliases: other names for collections", _m006_aliases),
     Migration(7, "source registry: tables kept in sync as documents", _m007_sources),
+    Migration(8, "collections sharded on Citus", _m008_sharded_collections),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

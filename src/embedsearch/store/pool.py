@@ -19,7 +19,8 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
-from embedsearch.core.errors import DatabaseUnavailable, WriteConflict
+from embedsearch.core.errors import DatabaseUnavailable, WorkerUnavailable, WriteConflict
+from embedsearch.store.citus import unreachable_worker
 from embedsearch.store.sql import search as search_sql
 
 Connection = psycopg.AsyncConnection[Any]
@@ -58,14 +59,26 @@ class _Pool(AsyncConnectionPool[Connection]):
 
 @asynccontextmanager
 async def database_errors() -> AsyncIterator[None]:
-    """Turn connection-level failures into DatabaseUnavailable (HTTP 503), and a transaction
-    PostgreSQL aborted for a deadlock or a serialization failure into WriteConflict."""
+    """Turn connection-level failures into DatabaseUnavailable (HTTP 503; WorkerUnavailable
+    naming the Citus worker when it is one's), and a transaction PostgreSQL aborted for a
+    deadlock or a serialization failure into WriteConflict."""
     try:
         yield
     except _COLLISIONS as exc:
         raise WriteConflict(f"concurrent writes collided: {first_line(exc)}") from None
     except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-        raise DatabaseUnavailable(f"database unavailable: {first_line(exc)}") from None
+        raise _unavailable(exc) from None
+    except psycopg.InternalError as exc:  # Citus: a worker's connection lost mid-statement
+        if unreachable_worker(exc) is None:
+            raise
+        raise _unavailable(exc) from None
+
+
+def _unavailable(exc: Exception) -> DatabaseUnavailable:
+    worker = unreachable_worker(exc)
+    if worker is not None:
+        return WorkerUnavailable(worker, first_line(exc))
+    return DatabaseUnavailable(f"database unavailable: {first_line(exc)}")
 
 
 def first_line(exc: BaseException) -> str:

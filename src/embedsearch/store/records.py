@@ -26,6 +26,12 @@ class TableLayout:
     normalized: bool = True
     distance: Distance = Distance.COSINE
     probes: int | None = None  # IVFFlat's default lists per query
+    # Citus: the table is hash-distributed into this many shards (None: a plain table).
+    shards: int | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.shards is not None
 
     def order_by(self, requested: Distance, *, exact: bool) -> Distance:
         """The operator to ORDER BY: the index's own, unless that would order wrongly."""
@@ -47,6 +53,15 @@ class CollectionOptions:
     normalized: bool = True
     index: IndexSpec = field(default_factory=IndexSpec)
     text_config: str = DEFAULT_TEXT_CONFIG  # PostgreSQL text search configuration (lexical)
+    shards: int | None = None  # Citus: hash-distribute the chunk table into this many shards
+
+
+@dataclass(frozen=True)
+class CitusInfo:
+    """The Citus cluster a coordinator leads."""
+
+    workers: int  # active worker nodes
+    server_version: int  # the coordinator's server_version_num
 
 
 @dataclass(frozen=True)
@@ -66,10 +81,13 @@ class CollectionRecord:
     deferred_index: dict[str, Any] | None = None  # see IndexAdmin.defer
     text_config: str = DEFAULT_TEXT_CONFIG
     fusion: dict[str, Any] | None = None  # hybrid search's default fusion, if tuned
+    shards: int | None = None  # Citus shards of the chunk table (None: a plain table)
 
     @property
     def layout(self) -> TableLayout:
-        return TableLayout(self.table, self.storage, self.normalized, self.distance, self.probes)
+        return TableLayout(
+            self.table, self.storage, self.normalized, self.distance, self.probes, self.shards
+        )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from embedsearch.core.vector_index import Storage
 from embedsearch.store.aliases import alias_target, aliases_of
 from embedsearch.store.database import Connection, Database
 from embedsearch.store.ddl import Ddl
-from embedsearch.store.records import CollectionOptions, CollectionRecord, TableLayout
+from embedsearch.store.records import CitusInfo, CollectionOptions, CollectionRecord, TableLayout
 from embedsearch.store.replicas import retry_elsewhere
 from embedsearch.store.sql import bm25 as bm25_sql
 from embedsearch.store.sql import registry as sql
@@ -109,7 +109,9 @@ class Registry:
         options: CollectionOptions,
     ) -> CollectionRecord:
         table = new_table_name(name)
-        layout = TableLayout(table, options.storage, options.normalized, options.distance)
+        layout = TableLayout(
+            table, options.storage, options.normalized, options.distance, shards=options.shards
+        )
         await self._ddl.create_chunk_table(conn, name, layout, dimensions, options)
         await conn.execute(
             sql.REGISTER_COLLECTION,
@@ -123,6 +125,7 @@ class Registry:
                 options.storage.value,
                 options.normalized,
                 options.text_config,
+                options.shards,
             ),
         )
         return await _get_existing(conn, name)
@@ -132,6 +135,11 @@ class Registry:
         async with self._db.reading() as conn:
             row = await (await conn.execute(sql.TEXT_CONFIG_EXISTS, (config,))).fetchone()
             return bool(row and row[0])
+
+    async def citus(self) -> CitusInfo | None:
+        """The Citus cluster behind the database; None when it is not a Citus coordinator."""
+        async with self._db.reading() as conn:
+            return await self._ddl.citus(conn)
 
     async def set_fusion(self, name: str, fusion: dict[str, Any] | None) -> None:
         """Store (or with None clear) a collection's default hybrid fusion."""

@@ -19,10 +19,12 @@ from embedsearch.api.schemas import (
     IndexPublic,
     IndexRequest,
     RecallEstimate,
+    ShardingPublic,
 )
 from embedsearch.core import collections, indexing
 from embedsearch.core.indexing import MAX_SAMPLE, IndexReport
 from embedsearch.core.vector_index import IndexSpec
+from embedsearch.store.citus import SHARD_KEY
 from embedsearch.store.records import CollectionOptions, CollectionRecord
 
 router = APIRouter(tags=["collections"], route_class=JsonRoute)
@@ -39,6 +41,9 @@ def _public(record: CollectionRecord, count: int) -> CollectionPublic:
         normalized=record.normalized,
         textConfig=record.text_config,
         fusion=record.fusion,
+        sharding=ShardingPublic(shards=record.shards, distributionColumn=SHARD_KEY)
+        if record.shards is not None
+        else None,
         count=count,
         createdAt=record.created_at,
     )
@@ -55,6 +60,7 @@ async def create_collection(body: CollectionCreate, deps: DepsDep) -> Collection
         normalized=body.normalize,
         index=body.index.spec() if body.index else IndexSpec(),
         text_config=body.textConfig,
+        shards=body.sharding.shards if body.sharding else None,
     )
     record = await collections.create(
         deps, body.name, embedder=body.embedder, dimensions=body.dimensions, options=options

@@ -198,27 +198,33 @@ _ANY_OF = sql.SQL(
 _WEBSEARCH = sql.SQL("websearch_to_tsquery(%(config)s::regconfig, %(text)s)")
 
 
-def score_websearch(table: str, condition: sql.Composable) -> sql.Composed:
-    """BM25 (Lucene's form) of the chunks that match a query with "phrases" or -exclusions
-    (websearch_to_tsquery's meaning, and any of its lexemes), best first. Per chunk, the
-    query's lexemes are picked out of its tsvector (setweight + ts_filter, both in C) rather
-    than unnesting all of it."""
+def score_matched(table: str, condition: sql.Composable, *, websearch: bool) -> sql.Composed:
+    """BM25 (Lucene's form) of the chunks the GIN index matches (any of the query's lexemes;
+    with `websearch`, websearch_to_tsquery's meaning too), best first: for "phrases" and
+    -exclusions, and on sharded tables, which have no postings. Per chunk, the query's lexemes
+    are picked out of its tsvector (setweight + ts_filter, both in C) rather than unnesting all
+    of it. (The term frequencies come from a subquery, not a nested LATERAL: Citus cannot
+    deparse that one for the shards.)"""
     return sql.SQL("""
 SELECT c.chunk_id, s.score, c.content, c.metadata, c.document_id
 FROM {table} AS c
 CROSS JOIN LATERAL (
-    SELECT sum((%(idf)s::float8[])[array_position(%(lexemes)s::text[], u.lexeme)] * t.tf
-        * (%(k1)s + 1) / (t.tf + %(k1)s * (1 - %(b)s + %(b)s
+    SELECT sum((%(idf)s::float8[])[array_position(%(lexemes)s::text[], u.lexeme)] * u.tf
+        * (%(k1)s + 1) / (u.tf + %(k1)s * (1 - %(b)s + %(b)s
         * coalesce(c.bm25_length, embedsearch_tsvector_length(c.content_tsv)) / %(avgdl)s)))
         AS score
-    FROM unnest(ts_filter(setweight(c.content_tsv, 'A', %(lexemes)s::text[]), '{{a}}')) AS u
-    CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS t
+    FROM (
+        SELECT lexeme, coalesce(array_length(positions, 1), 1)::float8 AS tf
+        FROM unnest(ts_filter(setweight(c.content_tsv, 'A', %(lexemes)s::text[]), '{{a}}'))
+    ) AS u
 ) AS s
 WHERE c.content_tsv @@ {match} AND {condition}
 ORDER BY s.score DESC, c.chunk_id
 LIMIT %(limit)s""").format(
         table=sql.Identifier(table),
-        match=sql.SQL("{} AND c.content_tsv @@ {}").format(_WEBSEARCH, _ANY_OF),
+        match=sql.SQL("{} AND c.content_tsv @@ {}").format(_WEBSEARCH, _ANY_OF)
+        if websearch
+        else _ANY_OF,
         condition=condition,
     )
 
@@ -401,3 +407,18 @@ LIMIT %(limit)s""").format(
         postings=sql.Identifier(postings_table(table)),
         condition=condition,
     )
+
+
+# The statistics' deltas of a write to a sharded table (no triggers there), from what it
+# removed (-1) and added (+1): each chunk's lexemes (tsvector text) and length in lexemes.
+# The same sums as the triggers' for the same rows.
+RECORD_CHANGES = sql.SQL("""
+INSERT INTO embedsearch_bm25_deltas (collection, lexeme, df, length)
+SELECT %(collection)s, lexeme, sum(sign), sum(length) FROM (
+    SELECT lexeme, c.sign, 0::bigint AS length
+    FROM unnest(%(tsvectors)s::text[]::tsvector[], %(signs)s::integer[]) AS c (tsv, sign),
+         unnest(tsvector_to_array(c.tsv)) AS lexeme
+    UNION ALL
+    SELECT '', c.sign, c.sign * c.length
+    FROM unnest(%(signs)s::integer[], %(lengths)s::bigint[]) AS c (sign, length)
+) AS change GROUP BY lexeme HAVING sum(sign) <> 0 OR sum(length) <> 0""")

@@ -9,13 +9,14 @@ from embedsearch.core.vector_index import IndexSpec, IndexType, Storage
 
 
 def create_chunk_table(
-    table: str, dimensions: int, storage: Storage, text_config: str
+    table: str, dimensions: int, storage: Storage, text_config: str, *, distributed: bool = False
 ) -> sql.Composed:
     """The brief's chunk_embeddings table, plus what a real system needs. The text search
-    configuration is a validated name (a literal: DDL takes no parameters)."""
+    configuration is a validated name (a literal: DDL takes no parameters). `distributed`: the
+    form Citus can hash-distribute (see `_DISTRIBUTED_KEY`)."""
     return sql.SQL("""
 CREATE TABLE IF NOT EXISTS {table} (
-    chunk_id     VARCHAR(255) PRIMARY KEY,
+    chunk_id     VARCHAR(255) {chunk_key},
     embedding    {storage}({dims}) NOT NULL,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -26,13 +27,30 @@ CREATE TABLE IF NOT EXISTS {table} (
     document_id  TEXT,
     content_tsv  tsvector
         GENERATED ALWAYS AS (to_tsvector({config}::regconfig, coalesce(content, ''))) STORED,
-    bm25_length  INTEGER
+    bm25_length  INTEGER{distributed}
 )""").format(
         table=sql.Identifier(table),
+        chunk_key=sql.SQL("NOT NULL" if distributed else "PRIMARY KEY"),
         dims=sql.Literal(dimensions),
         storage=sql.SQL(storage),
         config=sql.Literal(text_config),
+        distributed=_DISTRIBUTED_KEY.format(config=sql.Literal(text_config))
+        if distributed
+        else sql.SQL(""),
     )
+
+
+# Citus distributes by a column that every unique constraint includes, and not by a generated
+# one. shard_key is the chunk id without a trailing "#<n>": a document's chunks
+# (`documentId#0..n`) share their document id and so a shard; any other chunk keys by its own
+# id. Being a function of chunk_id (the CHECK holds the writer to it), (shard_key, chunk_id)
+# is unique exactly when chunk_id is, so upserts by chunk id keep their meaning. No trigger
+# can fill bm25_length on shards: it is generated (the function is on every node).
+_DISTRIBUTED_KEY = sql.SQL("""
+        GENERATED ALWAYS AS (embedsearch_tsvector_length(
+            to_tsvector({config}::regconfig, coalesce(content, '')))) STORED,
+    shard_key    TEXT NOT NULL CHECK (shard_key = regexp_replace(chunk_id, '#[0-9]+$', '')),
+    PRIMARY KEY (shard_key, chunk_id)""")
 
 
 def complete_chunk_table(table: str, text_config: str) -> sql.Composed:

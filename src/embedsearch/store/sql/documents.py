@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from embedsearch.store.sql.chunks import REMOVED
+
+
+def _returning_removed(distributed: bool) -> sql.Composable:
+    return sql.SQL("RETURNING {}").format(REMOVED) if distributed else sql.SQL("")
+
 
 def chunk_hashes_of_documents(table: str, *, for_update: bool = False) -> sql.Composed:
     return sql.SQL("SELECT chunk_id, content_hash FROM {} WHERE document_id = ANY(%s) {}").format(
@@ -11,9 +17,17 @@ def chunk_hashes_of_documents(table: str, *, for_update: bool = False) -> sql.Co
     )
 
 
-def delete_document_chunks_except(table: str) -> sql.Composed:
-    return sql.SQL("DELETE FROM {} WHERE document_id = %s AND chunk_id <> ALL(%s)").format(
-        sql.Identifier(table)
+def chunk_hashes_of_document_locked(table: str) -> sql.Composed:
+    """A sharded table: Citus locks rows (FOR UPDATE) only in a statement on one shard, and a
+    document's chunks are on the shard of its id (sql/ddl.py)."""
+    return sql.SQL(
+        "SELECT chunk_id, content_hash FROM {} WHERE shard_key = %s AND document_id = %s FOR UPDATE"
+    ).format(sql.Identifier(table))
+
+
+def delete_document_chunks_except(table: str, *, distributed: bool = False) -> sql.Composed:
+    return sql.SQL("DELETE FROM {} WHERE document_id = %s AND chunk_id <> ALL(%s) {}").format(
+        sql.Identifier(table), _returning_removed(distributed)
     )
 
 
@@ -30,8 +44,10 @@ def document_chunks(table: str) -> sql.Composed:
     ).format(sql.Identifier(table))
 
 
-def delete_document_chunks(table: str) -> sql.Composed:
-    return sql.SQL("DELETE FROM {} WHERE document_id = %s").format(sql.Identifier(table))
+def delete_document_chunks(table: str, *, distributed: bool = False) -> sql.Composed:
+    return sql.SQL("DELETE FROM {} WHERE document_id = %s {}").format(
+        sql.Identifier(table), _returning_removed(distributed)
+    )
 
 
 LOCK_DOCUMENT = sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s || '/' || %s, 7))")

@@ -6,7 +6,7 @@ from psycopg import sql
 
 _COLLECTION_COLUMNS = (
     "SELECT name, table_name, model, dimensions, embedder, distance, created_at, storage,"
-    " normalized, probes, index_rows, index_built_at, deferred_index, text_config, fusion"
+    " normalized, probes, index_rows, index_built_at, deferred_index, text_config, fusion, shards"
     " FROM embedsearch_collections"
 )
 GET_COLLECTION = sql.SQL(_COLLECTION_COLUMNS + " WHERE name = %s")
@@ -31,8 +31,9 @@ DROP_ALIAS = sql.SQL("DELETE FROM embedsearch_aliases WHERE name = %s RETURNING 
 LIST_COLLECTIONS = sql.SQL(_COLLECTION_COLUMNS + " ORDER BY name")
 REGISTER_COLLECTION = sql.SQL(
     "INSERT INTO embedsearch_collections"
-    " (name, table_name, model, dimensions, embedder, distance, storage, normalized, text_config)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name"
+    " (name, table_name, model, dimensions, embedder, distance, storage, normalized, text_config,"
+    " shards) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (name) DO NOTHING RETURNING name"
 )
 RECORD_INDEX_BUILD = sql.SQL(
     "UPDATE embedsearch_collections SET probes = %s, index_rows = %s, index_built_at = now(),"

@@ -136,6 +136,13 @@ def v4_vectors_inline(table: str) -> sql.Composed:
     )
 
 
+# Version 8: a collection's chunk table may be hash-distributed by Citus
+# into this many shards; NULL is a plain table.
+V8_REGISTRY_SHARDS = sql.SQL("""
+ALTER TABLE embedsearch_collections
+    ADD COLUMN IF NOT EXISTS shards INTEGER
+        CONSTRAINT embedsearch_collections_shards_check CHECK (shards > 0)""")
+
 TOASTED_VECTORS = sql.SQL(
     "SELECT c.reltoastrelid <> 0 AND pg_relation_size(c.reltoastrelid) > 8192"
     " FROM pg_class c WHERE c.oid = to_regclass(quote_ident(%s))"

@@ -7,15 +7,36 @@ from psycopg import sql
 from embedsearch.core.distance import Distance
 from embedsearch.core.vector_index import Storage
 
-SET_EF_SEARCH = sql.SQL("SELECT set_config('hnsw.ef_search', %s, true)")
 # A session-level default (each pooled connection gets them once).
 SET_SESSION_DEFAULT = sql.SQL("SELECT set_config(%s, %s, false)")
-SET_PROBES = sql.SQL("SELECT set_config('ivfflat.probes', %s, true)")
+
+# The index settings a search may set for its transaction.
+EF_SEARCH = "hnsw.ef_search"
+PROBES = "ivfflat.probes"
 # pgvector >= 0.8: keep scanning the index until `limit` rows pass the filter.
-SET_ITERATIVE_SCAN = sql.SQL(
-    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-    " set_config('ivfflat.iterative_scan', 'relaxed_order', true)"
-)
+ITERATIVE_SCAN = {"hnsw.iterative_scan": "relaxed_order", "ivfflat.iterative_scan": "relaxed_order"}
+# For exact search: no index scans in this transaction (bitmap scans for filters stay), and
+# sequential scans allowed whatever the session says.
+NO_INDEX_SCANS = {"enable_indexscan": "off", "enable_seqscan": "on"}
+
+
+def set_config_local(n: int) -> sql.Composed:
+    """n transaction-local settings in one round trip; parameters: name, value, name, ..."""
+    return sql.SQL("SELECT {}").format(
+        sql.SQL(", ").join([sql.SQL("set_config(%s, %s, true)")] * n)
+    )
+
+
+def set_local_on_workers(values: dict[str, str]) -> sql.Composed:
+    """The same as SET LOCAL statements that Citus repeats in each worker's transaction of
+    this one (citus.propagate_set_commands = 'local'), so a sharded search's settings reach
+    every shard. Names are ours; values go in as literals (SET takes no parameters)."""
+    statements: list[sql.Composable] = [sql.SQL("SET LOCAL citus.propagate_set_commands = 'local'")]
+    statements += [
+        sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(*name.split(".")), sql.Literal(value))
+        for name, value in values.items()
+    ]
+    return sql.SQL("; ").join(statements)
 
 
 def _query_vector(storage: Storage) -> sql.Composed:
@@ -58,7 +79,3 @@ def and_has_lexemes(condition: sql.Composable) -> sql.Composed:
     return sql.SQL("{} AND to_tsvector(%(config)s::regconfig, %(text)s) <> ''::tsvector").format(
         condition
     )
-
-
-# For exact search: no index scans in this transaction (bitmap scans for filters stay).
-DISABLE_INDEX_SCANS = sql.SQL("SELECT set_config('enable_indexscan', 'off', true)")
