@@ -132,6 +132,19 @@ def citus_leg(
         cluster.destroy()
 
 
+def print_results(results: list[LegResult], rows: int, clients: int) -> None:
+    print(
+        f"{rows} chunks, {clients} clients, searches through the store; the coordinator and"
+        " both workers share this machine's CPU (fan-out and merge cost, not more machines):"
+    )
+    base = {r.mode: r.qps for r in results if r.collection == "1 node"}
+    for r in results:
+        print(
+            f"  {r.mode:<8} {r.collection:<16} {r.qps:8.1f} searches/s"
+            f"  ({r.qps / base[r.mode]:.2f}x 1 node)  p50 {r.p50_ms:6.1f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=20_000)
@@ -140,13 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="citus-leg-") as root:
         results = citus_leg(Path(root), rows=args.rows, queries=args.queries, clients=args.clients)
-    print(f"{args.rows} chunks, {args.clients} clients; all nodes share this machine's CPU")
-    base = {r.mode: r.qps for r in results if r.collection == "1 node"}
-    for r in results:
-        print(
-            f"{r.mode:<8} {r.collection:<16} {r.qps:8.1f} searches/s"
-            f"  ({r.qps / base[r.mode]:.2f}x 1 node)  p50 {r.p50_ms:6.1f} ms"
-        )
+    print_results(results, args.rows, args.clients)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Search throughput beyond one PostgreSQL: the primary alone against primary + streaming
-replica (and, once sharding lands, one node against two Citus workers), in the same run.
+replica, then one node against a collection sharded over two Citus workers, in the same run.
 
-    python -m benchmarks.scale [--rounds 3] [--seconds 10] [--clients 16]
+    python -m benchmarks.scale [--rounds 3] [--seconds 10] [--clients 16] [--citus-rows N]
 
 Each leg is `embedsearch serve` in its own process, as users run it, on one database of one
 cluster started from the pgserver wheel's binaries (tests/replication.py): "primary" without
@@ -13,7 +13,10 @@ CPU per search is counted for each PostgreSQL server, which shows where the sear
 
 On this machine every node (both PostgreSQL servers, the API server, the client) shares the
 same 2 CPU cores: a replica adds no CPU here, so the ratio shows what routing costs, not what
-a replica on its own machine would add.
+a replica on its own machine would add. The Citus legs (benchmarks/citus_leg.py) search
+through the store from 8 concurrent tasks, dense and BM25, a plain collection on the
+coordinator against the same chunks in 2 shards; the coordinator and both workers share the
+same cores too.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from benchmarks import beir, load, loadgen
+from benchmarks.citus_leg import citus_leg, print_results
 from benchmarks.harness import Server
 from tests.replication import StreamingReplica
 from tests.servers import TcpPostgres, create_database
@@ -82,12 +86,6 @@ def replica_legs(cluster: Cluster, data_dir: Path, data: beir.Dataset) -> list[L
         Leg("primary + replica", replicated),
         Leg("primary + replica, Min-Lsn", replicated, {"X-Embedsearch-Min-Lsn": lsn}),
     ]
-
-
-def citus_legs() -> list[Leg]:
-    """Citus: one node against a coordinator with two workers (issue 17, item 1). Added with
-    sharding; each leg it returns is run and reported like the replica legs."""
-    return []
 
 
 def caught_up(cluster: Cluster, timeout_s: float = 60) -> str:
@@ -162,6 +160,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--citus-rows", type=int, default=20_000, help="0: no Citus legs")
     args = parser.parse_args()
     data = beir.load()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
@@ -176,7 +175,6 @@ def main() -> None:
             data_dir = root / "data"
             data_dir.mkdir()
             legs = replica_legs(cluster, data_dir, data)
-            legs += citus_legs()
             run(args, legs, cluster.nodes(), data)
             report(legs, args.clients, args.rounds)
         finally:
@@ -185,6 +183,10 @@ def main() -> None:
             if replica is not None:
                 replica.destroy()
             primary.destroy()
+        if args.citus_rows:
+            print("\nCitus: one node against a collection sharded over 2 workers, same run")
+            results = citus_leg(root / "citus", rows=args.citus_rows, clients=8)
+            print_results(results, args.citus_rows, 8)
 
 
 if __name__ == "__main__":
