@@ -11,6 +11,7 @@ uses the same cluster.
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +22,17 @@ import psycopg
 
 from tests.servers import TcpPostgres
 
-CITUS_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "citus"
+# Where the Citus source may be: EMBEDSEARCH_CITUS_SOURCE, beside the repository (../shared/citus,
+# as on the team's machines), or the workplace's shared folder (a clone elsewhere, e.g. CI's).
+CITUS_SOURCES = [
+    *(
+        [Path(os.environ["EMBEDSEARCH_CITUS_SOURCE"])]
+        if "EMBEDSEARCH_CITUS_SOURCE" in os.environ
+        else []
+    ),
+    Path(__file__).resolve().parents[1].parent / "shared" / "citus",
+    Path("/work/shared/citus"),
+]
 _SETTINGS = {
     "shared_preload_libraries": "citus",
     # Citus commits writes that span workers with two-phase commit.
@@ -59,7 +70,8 @@ def _pg_config() -> Path:
 
 
 class NoCompiler(Exception):
-    """Citus cannot be built here: no C compiler (or make)."""
+    """Citus cannot be built here: no C compiler (or make), or no Citus source on the
+    machine."""
 
 
 def ensure_citus() -> None:
@@ -74,9 +86,11 @@ def ensure_citus() -> None:
             "Citus is built from ../shared/citus and that needs a C compiler and make; none "
             "found (install gcc and make)"
         )
-    build = CITUS_SOURCE / "build.sh"
-    if not build.exists():
-        raise RuntimeError(f"Citus source not found: {build} (expected beside the repository)")
+    found = [source / "build.sh" for source in CITUS_SOURCES if (source / "build.sh").is_file()]
+    if not found:
+        places = ", ".join(str(source) for source in CITUS_SOURCES)
+        raise NoCompiler(f"the Citus source (build.sh) is in none of: {places}")
+    build = found[0]
     lock_path = Path(tempfile.gettempdir()) / "embedsearch-citus-build.lock"
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be building it right now

@@ -68,7 +68,7 @@ def load(url: str, collection: str) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CitusCluster]:
     try:
         ensure_citus()
-    except NoCompiler as missing:  # the one reason these tests may skip
+    except NoCompiler as missing:  # no compiler or no Citus source: the only reasons to skip
         pytest.skip(f"Citus tests skipped: {missing}")
     started = CitusCluster(tmp_path_factory.mktemp("citus"))
     yield started
