@@ -121,25 +121,32 @@ def create_triggers_v3(table: str, collection: str, text_config: str) -> sql.Com
     """The length and statistics triggers of a chunk table as version 3 made them (trigger
     arguments are literals: the collection name and configuration are validated
     identifiers); version 5 replaces the statistics triggers (create_triggers)."""
+    count = sql.SQL("embedsearch_bm25_count({})").format(sql.Literal(collection))
+    return _triggers(table, text_config, count)
+
+
+def _triggers(table: str, text_config: str, statement_function: sql.Composable) -> sql.Composed:
+    """A chunk table's BM25 triggers: its length per row, and `statement_function` after each
+    statement that inserts, updates or deletes rows (with the transition tables it reads)."""
     return sql.SQL("""
 CREATE OR REPLACE TRIGGER {length} BEFORE INSERT OR UPDATE OF content ON {table}
     FOR EACH ROW EXECUTE FUNCTION embedsearch_bm25_length({config});
 CREATE OR REPLACE TRIGGER {inserted} AFTER INSERT ON {table}
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION embedsearch_bm25_count({collection});
+    FOR EACH STATEMENT EXECUTE FUNCTION {function};
 CREATE OR REPLACE TRIGGER {updated} AFTER UPDATE ON {table}
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION embedsearch_bm25_count({collection});
+    FOR EACH STATEMENT EXECUTE FUNCTION {function};
 CREATE OR REPLACE TRIGGER {deleted} AFTER DELETE ON {table}
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION embedsearch_bm25_count({collection})""").format(
+    FOR EACH STATEMENT EXECUTE FUNCTION {function}""").format(
         table=sql.Identifier(table),
         length=sql.Identifier(f"{table}_bm25_length"),
         inserted=sql.Identifier(f"{table}_bm25_insert"),
         updated=sql.Identifier(f"{table}_bm25_update"),
         deleted=sql.Identifier(f"{table}_bm25_delete"),
         config=sql.Literal(text_config),
-        collection=sql.Literal(collection),
+        function=statement_function,
     )
 
 
@@ -322,27 +329,10 @@ def create_triggers(table: str, collection: str, text_config: str) -> sql.Compos
     """The triggers that keep a chunk table's BM25 data: its length per row, and its postings
     and statistics per statement (the names of version 3's statistics triggers: replacing
     them). Trigger arguments are literals: the names are validated identifiers."""
-    return sql.SQL("""
-CREATE OR REPLACE TRIGGER {length} BEFORE INSERT OR UPDATE OF content ON {table}
-    FOR EACH ROW EXECUTE FUNCTION embedsearch_bm25_length({config});
-CREATE OR REPLACE TRIGGER {inserted} AFTER INSERT ON {table}
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION embedsearch_bm25_index({collection}, {postings});
-CREATE OR REPLACE TRIGGER {updated} AFTER UPDATE ON {table}
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION embedsearch_bm25_index({collection}, {postings});
-CREATE OR REPLACE TRIGGER {deleted} AFTER DELETE ON {table}
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION embedsearch_bm25_index({collection}, {postings})""").format(
-        table=sql.Identifier(table),
-        length=sql.Identifier(f"{table}_bm25_length"),
-        inserted=sql.Identifier(f"{table}_bm25_insert"),
-        updated=sql.Identifier(f"{table}_bm25_update"),
-        deleted=sql.Identifier(f"{table}_bm25_delete"),
-        config=sql.Literal(text_config),
-        collection=sql.Literal(collection),
-        postings=sql.Literal(postings_table(table)),
+    index = sql.SQL("embedsearch_bm25_index({}, {})").format(
+        sql.Literal(collection), sql.Literal(postings_table(table))
     )
+    return _triggers(table, text_config, index)
 
 
 def lock_for_backfill(table: str) -> sql.Composed:
