@@ -27,6 +27,7 @@ class StreamingReplica(TcpPostgres):
         self.root = primary.root / "replica"
         self.pgdata = self.root / "pgdata"
         self.password = primary.password
+        self.settings = dict(primary.settings)  # the same server settings as the primary
         self.port = free_port()
         self.user = primary.user
         self.root.mkdir()

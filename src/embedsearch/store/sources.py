@@ -74,16 +74,20 @@ def _record(row: Sequence[Any]) -> SourceRecord:
 
 
 class SourceRegistry:
+    """Reads go to the primary even in a read request's scope: sync workers write this state
+    (cursors, counters, errors) as they go, and what a replica has not replayed yet would
+    send a worker back or show a stale status."""
+
     def __init__(self, database: Database) -> None:
         self._db = database
 
     async def get(self, name: str) -> SourceRecord | None:
-        async with self._db.reading() as conn:
+        async with self._db.reading(primary=True) as conn:
             row = await (await conn.execute(sql.GET_SOURCE, (name,))).fetchone()
         return None if row is None else _record(row)
 
     async def names(self) -> list[str]:
-        async with self._db.reading() as conn:
+        async with self._db.reading(primary=True) as conn:
             return [str(r[0]) for r in await (await conn.execute(sql.SOURCE_NAMES)).fetchall()]
 
     async def register(self, spec: SourceSpec, total: int) -> bool:
@@ -139,7 +143,7 @@ class SourceRegistry:
 
     async def worker_running(self, name: str) -> bool:
         """Whether some process holds this source's sync lock."""
-        async with self._db.reading() as conn:
+        async with self._db.reading(primary=True) as conn:
             cur = await conn.execute(sql.WORKER_RUNNING, (sql.SOURCE_LOCK_CLASS, name))
             row = await cur.fetchone()
         return bool(row and row[0])
@@ -158,6 +162,6 @@ class SourceRegistry:
         return bool(row and row[0])
 
     async def list(self) -> list[SourceRecord]:
-        async with self._db.reading() as conn:
+        async with self._db.reading(primary=True) as conn:
             rows = await (await conn.execute(sql.LIST_SOURCES)).fetchall()
         return [_record(row) for row in rows]
