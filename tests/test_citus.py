@@ -384,3 +384,21 @@ def test_a_constraint_error_on_a_worker_is_not_a_worker_down(cluster: CitusClust
             (str([0.0] * DIMS),),
         )
     assert unreachable_worker(raised.value) is None
+
+
+def test_every_form_citus_gives_a_lost_worker_names_it() -> None:
+    """The messages Citus raises for a worker it cannot reach (seen from a down worker: the
+    second when a search's transaction had a connection to it) all name the worker; the
+    worker-down test meets either, depending on the coordinator's cached connections."""
+    from embedsearch.store.citus import unreachable_worker
+
+    refused = psycopg.OperationalError(
+        "connection to the remote node postgres@127.0.0.1:46739 failed with the following"
+        " error: Connection refused"
+    )
+    essential = psycopg.errors.InternalError(
+        "failure on connection marked as essential: 127.0.0.1:51943"
+    )
+    assert unreachable_worker(refused) == "127.0.0.1:46739"
+    assert unreachable_worker(essential) == "127.0.0.1:51943"
+    assert unreachable_worker(psycopg.errors.InternalError("division by zero")) is None

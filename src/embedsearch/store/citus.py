@@ -20,8 +20,13 @@ def shard_key(chunk_id: str) -> str:
 
 
 # Citus reports a node it cannot reach as "connection to the remote node user@host:port failed
-# ..."; a connection lost mid-statement carries "while executing command on host:port".
-_UNREACHABLE = re.compile(r"connection to the remote node (?:[^@\s]+@)?(\S+?:\d+) failed")
+# ...", or, when a transaction's connection to it failed, as "failure on connection marked as
+# essential: host:port"; a connection lost mid-statement carries "while executing command on
+# host:port".
+_UNREACHABLE = (
+    re.compile(r"connection to the remote node (?:[^@\s]+@)?(\S+?:\d+) failed"),
+    re.compile(r"failure on connection marked as essential: (\S+?:\d+)"),
+)
 _ON_NODE = re.compile(r"while executing command on (\S+?:\d+)")
 _CONNECTION_LOST = ("server closed the connection", "connection not open", "terminating connection")
 
@@ -32,9 +37,10 @@ def unreachable_worker(exc: BaseException) -> str | None:
     if not isinstance(exc, psycopg.Error):
         return None
     message = str(exc)
-    found = _UNREACHABLE.search(message)
-    if found:
-        return found.group(1)
+    for pattern in _UNREACHABLE:
+        found = pattern.search(message)
+        if found:
+            return found.group(1)
     context = (exc.diag.context or "") if exc.diag else ""
     on_node = _ON_NODE.search(context) or _ON_NODE.search(message)
     if on_node and any(lost in message for lost in _CONNECTION_LOST):
