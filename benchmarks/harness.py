@@ -33,11 +33,12 @@ def cli_env(data_dir: Path, **env: str) -> dict[str, str]:
     return environment | {"EMBEDSEARCH_DATA_DIR": str(data_dir)} | env
 
 
-def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`embedsearch ARGS` in its own process, as users run it; raises if it fails."""
+def run_cli(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`embedsearch ARGS` in its own process, as users run it, with `env` added to its
+    environment; raises if it fails."""
     return subprocess.run(
         [sys.executable, "-m", "embedsearch.cli", *args],
-        env=cli_env(data_dir),
+        env=cli_env(data_dir, **env),
         capture_output=True,
         text=True,
         check=True,

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from functools import partial
@@ -23,19 +21,14 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.harness import Server, cli_env, report, seconds
+from benchmarks.harness import Server, report, run_cli, seconds
 
 MODES = {"light": {}, "full": {"EMBEDSEARCH_LIGHT_RUNTIME": "0"}}
 GOALS = {"search": 1.5, "ready": 3.0, "rss": 600.0}
 
 
 def _search(data_dir: Path, env: dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "embedsearch.cli", "search", "query"],
-        env=cli_env(data_dir, **env),
-        capture_output=True,
-        check=True,
-    )
+    run_cli(data_dir, "search", "query", **env)
 
 
 def _serve(data_dir: Path, env: dict[str, str]) -> tuple[float, float]:

@@ -120,8 +120,6 @@ def load(cache_dir: Path, name: str, backend: str, threads: int) -> LightModel |
     except Exception as exc:  # a file the stamps did not catch: the full path rebuilds it
         log.warning("cached %s export in %s does not load (%s); rebuilding", backend, folder, exc)
         return None
-    if not direct.pools_in_graph:
-        return None
     return LightModel(direct, manifest)
 
 
@@ -195,19 +193,6 @@ def save(
     folder, graph = location
     tokenizer = f"light-{Path(graph).stem}.tokenizer.json"
     _write_atomically(folder / tokenizer, direct.tokenizer_json)
-    manifest = Manifest(
-        format=FORMAT,
-        model=name,
-        backend=backend,
-        graph=graph,
-        tokenizer=tokenizer,
-        graph_stamp=_stamp(folder / graph),
-        tokenizer_stamp=_stamp(folder / tokenizer),
-        dimensions=dimensions,
-        max_tokens=direct.max_tokens,
-        unit_output=direct.unit_output,
-        min_cosine=0.0,
-    )
     try:
         session = _open_session(folder / graph, backend, threads)
         light = DirectOnnx(
@@ -225,8 +210,20 @@ def save(
             cosine,
         )
         return False
-    final = Manifest(**{**asdict(manifest), "min_cosine": cosine})
-    _write_atomically(_manifest_file(folder, graph), json.dumps(asdict(final), indent=2))
+    manifest = Manifest(
+        format=FORMAT,
+        model=name,
+        backend=backend,
+        graph=graph,
+        tokenizer=tokenizer,
+        graph_stamp=_stamp(folder / graph),
+        tokenizer_stamp=_stamp(folder / tokenizer),
+        dimensions=dimensions,
+        max_tokens=direct.max_tokens,
+        unit_output=direct.unit_output,
+        min_cosine=cosine,
+    )
+    _write_atomically(_manifest_file(folder, graph), json.dumps(asdict(manifest), indent=2))
     log.info("%s: %s export verified for the light runtime (cosine %.6f)", name, backend, cosine)
     return True
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ class LocalEmbedder:
             self._max_tokens = served.manifest.max_tokens
             self._dimensions = served.manifest.dimensions
         else:
-            self._load_full(backend, cache_dir, threads)
+            self._load_full(backend, cache_dir, threads, record_light=light_runtime)
         self.light = served is not None
         log.info(
             "loaded local model %s (%d dims, %s backend, %d threads, %s)",
@@ -87,11 +88,14 @@ class LocalEmbedder:
             else ("direct calls" if self._direct else "sentence-transformers' calls"),
         )
 
-    def _load_full(self, backend: str, cache_dir: Path | None, threads: int) -> None:
-        """Load through sentence-transformers (building the export if needed) and, where the
-        light runtime can serve it, check the export against the model's own torch vectors
-        and record it for the light runtime of later starts. An export whose vectors are not
-        the model's (another model's graph under its name) is rebuilt, once."""
+    def _load_full(
+        self, backend: str, cache_dir: Path | None, threads: int, *, record_light: bool
+    ) -> None:
+        """Load through sentence-transformers (building the export if needed) and, with
+        `record_light` and where the light runtime can serve it, check the export against the
+        model's own torch vectors and record it for the light runtime of later starts. An
+        export whose vectors are not the model's (another model's graph under its name) is
+        rebuilt, once."""
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # we report truncation
@@ -102,12 +106,12 @@ class LocalEmbedder:
             self._max_tokens = int(self._model.max_seq_length)
             self._dimensions = int(self._model.get_embedding_dimension())
             self._direct = self._attach(cache_dir, threads)
-            if cache_dir is None or self._direct is None:
+            if cache_dir is None or self._direct is None or not record_light:
                 return
             location = light.graph_location(cache_dir, self._name, self._backend)
             if location is None or not self._direct.pools_in_graph:
                 return
-            cosine = light.verify(self._direct.embed, self._torch_vectors, self._max_tokens)
+            cosine = light.verify(self._direct.embed, self._torch_reference(), self._max_tokens)
             if cosine >= light.FOREIGN_BELOW:
                 break
             log.warning(
@@ -136,13 +140,20 @@ class LocalEmbedder:
             else light.SAME_GRAPH_MIN_COSINE,
         )
 
-    def _torch_vectors(self, texts: list[str]) -> Vectors:
+    def _torch_reference(self) -> Callable[[list[str]], Vectors]:
         """The model's own vectors (sentence-transformers on torch, fp32): the reference an
-        export is checked against once, before it is served light."""
+        export is checked against once, before it is served light. The model loads on the
+        first call, once."""
         from sentence_transformers import SentenceTransformer
 
-        reference = SentenceTransformer(str(self._model_dir), device="cpu", local_files_only=True)
-        return np.asarray(reference.encode(texts, batch_size=len(texts)), dtype=np.float32)
+        @functools.cache
+        def model() -> Any:
+            return SentenceTransformer(str(self._model_dir), device="cpu", local_files_only=True)
+
+        def encode(texts: list[str]) -> Vectors:
+            return np.asarray(model().encode(texts, batch_size=len(texts)), dtype=np.float32)
+
+        return encode
 
     def _attach(self, cache_dir: Path | None, threads: int) -> DirectOnnx | None:
         """The direct call path of the backend loaded; openvino-bf16 falls back to onnx-int8

@@ -15,7 +15,7 @@ What it runs, all cached under the data dir's cache (`openvino/<export>-ov<versi
 
 Tokenization and the call path are onnx_direct's (the model's fast tokenizer, called directly),
 with OpenVINO behind the session interface it calls. The compiled model is used only once its
-vectors agree with sentence-transformers' on probe texts (`agrees_with`); else LocalEmbedder
+vectors agree with sentence-transformers' on probe texts (`light.verify`); else LocalEmbedder
 falls back to another backend and says so.
 """
 
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from embedsearch.embedders import onnx_cache
-from embedsearch.embedders.base import Vectors, normalize_rows
+from embedsearch.embedders import light, onnx_cache
+from embedsearch.embedders.base import Vectors
 from embedsearch.embedders.onnx_direct import DirectOnnx
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def load(
     direct = DirectOnnx.for_model(model, OpenVinoSession(compiled), model[0].tokenizer)
     if not _verified(graph):
         # ~1 s of probe runs on 2 cores: once per graph, not at every start.
-        cosine = agrees_with(direct, reference)
+        cosine = light.verify(direct.embed, reference, direct.max_tokens)
         if cosine < MIN_COSINE:
             raise Disagrees(f"cosine {cosine:.4f} to sentence-transformers' vectors < {MIN_COSINE}")
         _mark_verified(graph, cosine)
@@ -174,23 +174,3 @@ def _verified(graph: Path) -> bool:
 def _mark_verified(graph: Path, cosine: float) -> None:
     marker = {"graph": _stamp(graph), "min_cosine": cosine}
     (graph.parent / VERIFIED_FILE).write_text(json.dumps(marker))
-
-
-def agrees_with(direct: DirectOnnx, reference: Callable[[list[str]], Vectors]) -> float:
-    """The lowest cosine between `direct`'s vectors and `reference`'s (sentence-transformers'
-    fp32 path) on probe texts, one by one and as one padded batch: case, accents, emoji, a
-    short query and a text past the window."""
-    probes = [
-        "What Causes Rain?",
-        "Ünïcode façade, naïve café — 東京 😀 and MIXED case",
-        "Mitochondria produce ATP through oxidative phosphorylation in eukaryotic cells.",
-        " ".join(["truncation"] * (direct.max_tokens + 16)),
-    ]
-    lowest = 1.0
-    for texts in [probes, *([p] for p in probes)]:
-        got, _ = direct.embed(texts)
-        expected = normalize_rows(reference(texts))
-        if got.shape != expected.shape:
-            return -1.0
-        lowest = min(lowest, float((got * expected).sum(axis=1).min()))
-    return lowest

@@ -89,14 +89,15 @@ class Bm25:
         statement = sql.score_postings(self._table, condition)
         depth = limit if filter_ is None else limit * _FILTER_DEPTH
         async with self._db.reading() as conn:
-            while True:
-                hits = await _hits(conn, statement, params | {"depth": depth})
-                if len(hits) >= limit or filter_ is None:
-                    return hits
-                terms = await self._terms(conn, text)
-                if terms is None or depth >= sum(terms.df):  # sum(df): chunks posted, at most
-                    return hits
+            hits = await _hits(conn, statement, params | {"depth": depth})
+            if len(hits) >= limit or filter_ is None:
+                return hits
+            terms = await self._terms(conn, text)
+            posted = sum(terms.df) if terms else 0  # the chunks posted for the query, at most
+            while len(hits) < limit and depth < posted:
                 depth *= _FILTER_DEPTH
+                hits = await _hits(conn, statement, params | {"depth": depth})
+            return hits
 
     async def _search_matched(
         self, condition: Any, params: dict[str, Any], *, websearch: bool
@@ -112,7 +113,6 @@ class Bm25:
                 "lexemes": terms.lexemes,
                 "idf": terms.idf,
                 "avgdl": terms.avgdl,
-                "match": terms.lexemes,
             }
             statement = sql.score_matched(self._table, condition, websearch=websearch)
             return await _hits(conn, statement, params)

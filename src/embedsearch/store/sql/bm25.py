@@ -199,7 +199,7 @@ QUERY_STATISTICS = sql.SQL("WITH {} SELECT lexeme, df, length FROM counted").for
 # Chunks holding any of the given lexemes.
 _ANY_OF = sql.SQL(
     "(SELECT coalesce(string_agg(quote_literal(l), ' | '), '')::tsquery"
-    " FROM unnest(%(match)s::text[]) AS l)"
+    " FROM unnest(%(lexemes)s::text[]) AS l)"
 )
 # The query's own meaning, for "phrases" and -exclusions.
 _WEBSEARCH = sql.SQL("websearch_to_tsquery(%(config)s::regconfig, %(text)s)")
