@@ -134,6 +134,14 @@ def test_read_key_reads_and_searches_but_cannot_write(http: httpx.Client) -> Non
     assert_forbidden(http.post("/collections", json={"name": "other"}, headers=read))
     assert_forbidden(http.patch("/collections/default", json={"fusion": None}, headers=read))
     assert_forbidden(http.post("/documents", json={"documentId": "d", "text": "x"}, headers=read))
+    assert http.get("/aliases", headers=read).status_code == 200
+    assert http.get("/sources", headers=read).status_code == 200
+    alias = {"name": "main", "collection": "default"}
+    assert_forbidden(http.post("/aliases", json=alias, headers=read))
+    assert_forbidden(http.delete("/aliases/main", headers=read))
+    source = {"name": "s", "table": "t", "idColumn": "id", "textColumns": ["x"], "collection": "c"}
+    assert_forbidden(http.post("/sources", json=source, headers=read))
+    assert_forbidden(http.delete("/sources/s", headers=read))
     # Deny by default: an endpoint added later is a write unless declared read.
     assert_forbidden(http.post("/collections/default/migrate", json={}, headers=read))
     # Nothing the read key tried was done.
@@ -141,6 +149,7 @@ def test_read_key_reads_and_searches_but_cannot_write(http: httpx.Client) -> Non
     assert http.get("/chunks/b", headers=read).status_code == 404
     names = [c["name"] for c in http.get("/collections", headers=read).json()["collections"]]
     assert "other" not in names
+    assert http.get("/aliases", headers=read).json()["aliases"] == []
 
 
 def test_x_api_key_header_works(http: httpx.Client) -> None:
