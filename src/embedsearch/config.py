@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     source_sync: bool = True
     source_batch_rows: int = Field(default=256, ge=1, le=10_000)
     source_poll_s: float = Field(default=0.5, gt=0, le=60)
+    # Model migrations: `embedsearch serve` carries them on in the background unless this is
+    # off (then `embedsearch migrate` does, in the foreground); chunks per batch.
+    migration_worker: bool = True
+    migration_batch_rows: int = Field(default=128, ge=1, le=10_000)
 
     # Database.
     pool_min_size: int = Field(default=1, ge=0)

@@ -22,6 +22,7 @@ from embedsearch.api.routes import (
     files,
     health,
     metrics,
+    migrations,
     openai_compat,
     search,
     sources,
@@ -29,6 +30,7 @@ from embedsearch.api.routes import (
 )
 from embedsearch.api.shutdown import InFlight, ShutdownGuard
 from embedsearch.config import Settings
+from embedsearch.core.model_migration import MigrationSupervisor, migration_options
 from embedsearch.core.source_sync import SourceSupervisor, sync_options
 from embedsearch.embedders import Embedder
 from embedsearch.runtime import open_deps
@@ -56,11 +58,19 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             syncing = (
                 SourceSupervisor(deps, sync_options(settings)) if settings.source_sync else None
             )
-            if syncing is not None:
-                syncing.start()
+            # Model migrations (one worker per migration across processes: advisory locks).
+            migrating = (
+                MigrationSupervisor(deps, migration_options(settings))
+                if settings.migration_worker
+                else None
+            )
+            for worker in (syncing, migrating):
+                if worker is not None:
+                    worker.start()
             yield
-            if syncing is not None:
-                await syncing.stop()
+            for worker in (syncing, migrating):
+                if worker is not None:
+                    await worker.stop()
             # Requests a shutdown cancelled finish their answer before the pool closes.
             await inflight.wait(_CANCELLED_REQUESTS_WAIT_S)
             app.state.deps = None
@@ -82,6 +92,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         search,
         collections,
         aliases,
+        migrations,
         sources,
         health,
         metrics,

@@ -1,5 +1,5 @@
 """Command line: `embedsearch serve | embed | search | ingest | collections | aliases | index |
-sources | eval`.
+sources | migrate | eval`.
 
 Heavy imports (torch, onnxruntime, the API) happen inside commands, so --help is instant."""
 
@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import sys
 
-from embedsearch.cli import aliases, chunks, collections, evaluate, index, ingest, serve, sources
+from embedsearch.cli import (
+    aliases,
+    chunks,
+    collections,
+    evaluate,
+    index,
+    ingest,
+    migrate,
+    serve,
+    sources,
+)
 from embedsearch.cli.common import app
 
 __all__ = [
@@ -19,6 +29,7 @@ __all__ = [
     "index",
     "ingest",
     "main",
+    "migrate",
     "serve",
     "sources",
 ]

@@ -20,6 +20,7 @@ from embedsearch.core.constants import DEFAULT_TEXT_CONFIG
 from embedsearch.core.errors import MigrationFailed, SchemaTooNew
 from embedsearch.store.database import Connection, first_line
 from embedsearch.store.sql import bm25 as bm25_sql
+from embedsearch.store.sql import model_migrations as model_migrations_sql
 from embedsearch.store.sql import schema as sql
 from embedsearch.store.sql import sources as sources_sql
 
@@ -125,6 +126,10 @@ async def _m008_sharded_collections(conn: Connection) -> None:
     await conn.execute(sql.V8_REGISTRY_SHARDS)
 
 
+async def _m009_model_migrations(conn: Connection) -> None:
+    await conn.execute(model_migrations_sql.V9_TABLES)
+
+
 MIGRATIONS = (
     Migration(1, "collection registry and documents", _m001_registry_and_documents),
     Migration(
@@ -138,6 +143,9 @@ MIGRATIONS = (
     Migration(6, "aliases: other names for collections", _m006_aliases),
     Migration(7, "source registry: tables kept in sync as documents", _m007_sources),
     Migration(8, "collections sharded on Citus", _m008_sharded_collections),
+    Migration(
+        9, "model migrations: shadow collections and their change capture", _m009_model_migrations
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -17,6 +17,7 @@ from embedsearch.store.ddl import Ddl
 from embedsearch.store.records import CitusInfo, CollectionOptions, CollectionRecord, TableLayout
 from embedsearch.store.replicas import retry_elsewhere
 from embedsearch.store.sql import bm25 as bm25_sql
+from embedsearch.store.sql import model_migrations as mm_sql
 from embedsearch.store.sql import registry as sql
 from embedsearch.store.sql.schema import LOCK_MIGRATIONS, MIGRATION_LOCK_ID
 
@@ -56,10 +57,22 @@ class Registry:
             await conn.execute(LOCK_MIGRATIONS, (MIGRATION_LOCK_ID,))
             if await _get(conn, name) is not None:
                 raise Conflict(f"collection {name!r} already exists", field="name")
-            target = await alias_target(conn, name)
-            if target is not None:
-                raise Conflict(f"{name!r} is an alias of collection {target!r}", field="name")
-            return await self._create(conn, name, model, dimensions, embedder, options)
+            return await self.create_in(conn, name, model, dimensions, embedder, options)
+
+    async def create_in(
+        self,
+        conn: Connection,
+        name: str,
+        model: str,
+        dimensions: int,
+        embedder: str | None,
+        options: CollectionOptions,
+    ) -> CollectionRecord:
+        """Create inside the caller's transaction, which holds the migration lock."""
+        target = await alias_target(conn, name)
+        if target is not None:
+            raise Conflict(f"{name!r} is an alias of collection {target!r}", field="name")
+        return await self._create(conn, name, model, dimensions, embedder, options)
 
     async def ensure_default(
         self, *, model: str, dimensions: int, embedder: str | None
@@ -86,18 +99,44 @@ class Registry:
             record = await _get(conn, name)
             if record is None:
                 return False
-            aliases = await aliases_of(conn, name)
-            if aliases:
+            migrating = await (await conn.execute(sql.MIGRATIONS_OF, (name, name))).fetchone()
+            if migrating is not None:
                 raise Conflict(
-                    f"collection {name!r} is named by the aliases {', '.join(aliases)}: point"
-                    " them elsewhere or drop them first",
+                    f"collection {name!r} is in a model migration (from {migrating[0]!r} to "
+                    f"{migrating[1]!r}): cancel it first (DELETE /collections/{name}/migration)",
                     field="name",
                 )
-            await self._ddl.drop_chunk_table(conn, record.table)
-            await conn.execute(sql.UNREGISTER_COLLECTION, (name,))
-            for statement in (bm25_sql.DROP_STATISTICS, bm25_sql.DROP_DELTAS):
-                await conn.execute(statement, {"collection": name})
+            await self.drop_in(conn, name, record)
             return True
+
+    async def drop_in(
+        self, conn: Connection, name: str, record: CollectionRecord | None = None
+    ) -> None:
+        """Drop inside the caller's transaction, which holds the migration lock."""
+        record = record or await _get_existing(conn, name)
+        aliases = await aliases_of(conn, name)
+        if aliases:
+            raise Conflict(
+                f"collection {name!r} is named by the aliases {', '.join(aliases)}: point"
+                " them elsewhere or drop them first",
+                field="name",
+            )
+        await self._ddl.drop_chunk_table(conn, record.table)
+        await conn.execute(sql.UNREGISTER_COLLECTION, (name,))
+        for statement in (bm25_sql.DROP_STATISTICS, bm25_sql.DROP_DELTAS):
+            await conn.execute(statement, {"collection": name})
+
+    async def rename_in(self, conn: Connection, record: CollectionRecord, new_name: str) -> None:
+        """Rename inside the caller's transaction (which holds the migration lock and has the
+        collection's table locked against writes): its documents and aliases follow through
+        their foreign keys; its BM25 statistics and triggers are keyed by name."""
+        names = {"old": record.name, "new": new_name}
+        await conn.execute(mm_sql.LOCK_COMPACTION, (record.name,))
+        await conn.execute(mm_sql.RENAME_COLLECTION, names)
+        for statement in (mm_sql.RENAME_STATISTICS, mm_sql.RENAME_DELTAS):
+            await conn.execute(statement, names)
+        if not record.layout.distributed:
+            await conn.execute(bm25_sql.create_triggers(record.table, new_name, record.text_config))
 
     async def _create(
         self,

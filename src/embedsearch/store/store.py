@@ -10,6 +10,7 @@ from embedsearch.store.database import Database
 from embedsearch.store.ddl import Ddl
 from embedsearch.store.indexes import IndexAdmin
 from embedsearch.store.migrations import migrate
+from embedsearch.store.model_migrations import ModelMigrations
 from embedsearch.store.records import CollectionRecord
 from embedsearch.store.registry import Registry
 from embedsearch.store.replicas import ReplicaOptions
@@ -49,6 +50,7 @@ class Store:
         self.aliases = Aliases(self.database)
         self.indexes = IndexAdmin(self.database, ddl, self.registry)
         self.sources = SourceRegistry(self.database)
+        self.migrations = ModelMigrations(self.database, self.registry)
         self._compactions = Compactions()
 
     async def open(self) -> None:

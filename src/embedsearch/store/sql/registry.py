@@ -56,3 +56,10 @@ def other_models(table: str) -> sql.Composed:
     return sql.SQL("SELECT DISTINCT model_name FROM {} WHERE model_name <> %s LIMIT 5").format(
         sql.Identifier(table)
     )
+
+
+# The active model migration from or to a collection (it cannot be dropped meanwhile).
+MIGRATIONS_OF = sql.SQL(
+    "SELECT source, target FROM embedsearch_model_migrations"
+    " WHERE (source = %s OR target = %s) AND state IN ('backfill', 'ready') LIMIT 1"
+)
