@@ -55,6 +55,9 @@ class MigrationOptions:
     discover_s: float = 2.0  # how often the supervisor looks for new migrations
     # The switch locks writes out while it applies what is left: first drain to below this.
     switch_below: int = 64
+    # After the switch, writes that still reach the old collection (requests that looked its
+    # name up just before) are applied to the new one for this long.
+    forward_s: float = 15.0
     max_backoff_s: float = 30.0
 
 
@@ -219,7 +222,7 @@ class MigrationRunner:
         self._until_ready = until_ready
 
     def _finished(self, record: MigrationRecord) -> bool:
-        if not record.active:
+        if not record.working:
             return True
         return self._until_ready and record.state == "ready" and not record.switch_asked
 
@@ -267,6 +270,8 @@ class MigrationRunner:
                 comparison = await compare(self._deps, record)
                 await self._store.mark_ready(self._id, comparison)
                 log.info("migration %d: backfill done; %s", self._id, comparison)
+            elif record.state == "switched":
+                await self._forward(record)
             elif record.switch_asked:
                 await self._switch(record)
             elif not await self._apply_changes(record):
@@ -299,7 +304,7 @@ class MigrationRunner:
         entries = await self._store.pending(conn, self._id, self._options.batch_rows)
         if not entries:
             return 0
-        source = await self._collection(record.source)
+        source = await self._collection(record.source_now)
         ids = [chunk_id for chunk_id, _ in entries]
         present = [c for c in await self._store.read_chunks(conn, source.table, ids) if c.content]
         kept = {c.chunk_id for c in present}
@@ -359,6 +364,18 @@ class MigrationRunner:
             record.target,
             f" (the old collection is now {archive})" if archive else "",
         )
+
+    async def _forward(self, record: MigrationRecord) -> None:
+        """After the switch: late writes to the old collection, until the grace is over."""
+        source = await self._deps.store.registry.get(record.source_now)
+        if source is not None and await self._apply_changes(record):
+            return
+        since = await self._store.seconds_since_switch(self._id)
+        if source is None or (since is not None and since >= self._options.forward_s):
+            await self._store.stop_capturing(record, source.table if source else None)
+            log.info("migration %d: done (late writes no longer forwarded)", self._id)
+        else:
+            await asyncio.sleep(self._options.poll_s)
 
     async def _pending(self, record: MigrationRecord) -> int:
         return (await _reread(self._deps, record.id)).pending

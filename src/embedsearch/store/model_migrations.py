@@ -45,11 +45,22 @@ class MigrationRecord:
     created_at: datetime
     updated_at: datetime
     switched_at: datetime | None
+    capturing: bool  # writes to the old collection are queued (until the grace after a switch)
     pending: int  # captured changes not yet applied
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def working(self) -> bool:
+        """Something is left to do: filling, or forwarding late writes after the switch."""
+        return self.active or (self.state == "switched" and self.capturing)
+
+    @property
+    def source_now(self) -> str:
+        """The old collection's name today (renamed by the switch if it was asked by it)."""
+        return self.archived_as or self.source
 
 
 @dataclass(frozen=True)
@@ -246,7 +257,8 @@ class ModelMigrations:
         what is still queued (`drain`), copy the documents registry, move the aliases of the
         old collection to the new one, and if the migration was asked for by the collection's
         own name, rename the old collection to `archive_as` and make the name an alias of the
-        new one. The capture ends with it."""
+        new one. The capture goes on for a grace period (stop_capturing ends it): a request
+        that looked the name up just before may still write to the old collection."""
         async with self._db.writing() as conn:
             await conn.execute(LOCK_MIGRATIONS, (MIGRATION_LOCK_ID,))
             await conn.execute(sql.lock_for_switch(source.table))
@@ -268,6 +280,19 @@ class ModelMigrations:
             await self._registry.drop_in(conn, record.target)
             await self._end(conn, record, source.table, "cancelled", None)
 
+    async def stop_capturing(self, record: MigrationRecord, source_table: str | None) -> None:
+        """The end of the grace after a switch (None: the old collection was dropped)."""
+        async with self._db.writing() as conn:
+            if source_table is not None:
+                await conn.execute(sql.drop_capture(source_table))
+            await conn.execute(sql.DROP_QUEUE, (record.id,))
+            await conn.execute(sql.STOP_CAPTURING, (record.id,))
+
+    async def seconds_since_switch(self, migration_id: int) -> float | None:
+        async with self._db.reading(primary=True) as conn:
+            row = await (await conn.execute(sql.SINCE_SWITCH, (migration_id,))).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     async def _end(
         self,
         conn: Connection,
@@ -276,8 +301,9 @@ class ModelMigrations:
         state: str,
         archived: str | None,
     ) -> None:
-        await conn.execute(sql.drop_capture(source_table))
-        await conn.execute(sql.DROP_QUEUE, (record.id,))
+        if state != "switched":
+            await conn.execute(sql.drop_capture(source_table))
+            await conn.execute(sql.DROP_QUEUE, (record.id,))
         await conn.execute(sql.FINISH, {"id": record.id, "state": state, "archived": archived})
 
 

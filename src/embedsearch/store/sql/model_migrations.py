@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS embedsearch_model_migrations (
     probe           JSONB,
     comparison      JSONB,
     archived_as     TEXT,
+    -- After the switch, writes that reached the old collection anyway (requests that looked
+    -- its name up just before) are still captured and applied, for a grace period.
+    capturing       BOOLEAN NOT NULL DEFAULT true,
     last_error      TEXT,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -121,7 +124,7 @@ def _trigger(table: str, event: str) -> str:
 _COLUMNS = (
     "SELECT id, name, source, target, embedder, dimensions, state, switch_asked,"
     " backfill_cursor, backfill_done, backfill_total, applied, embedded, probe, comparison,"
-    " archived_as, last_error, created_at, updated_at, switched_at,"
+    " archived_as, last_error, created_at, updated_at, switched_at, capturing,"
     " (SELECT count(*) FROM embedsearch_migration_changes c WHERE c.migration = m.id)"
     " FROM embedsearch_model_migrations m"
 )
@@ -134,7 +137,8 @@ LATEST = sql.SQL(
 )
 ACTIVE_OF_SOURCE = sql.SQL(_COLUMNS + " WHERE source = %s AND state IN ('backfill', 'ready')")
 ACTIVE_IDS = sql.SQL(
-    "SELECT id FROM embedsearch_model_migrations WHERE state IN ('backfill', 'ready') ORDER BY id"
+    "SELECT id FROM embedsearch_model_migrations WHERE state IN ('backfill', 'ready')"
+    " OR (state = 'switched' AND capturing) ORDER BY id"
 )
 CREATE = sql.SQL(
     "INSERT INTO embedsearch_model_migrations"
@@ -163,8 +167,15 @@ RECORD_ERROR = sql.SQL(
 )
 FINISH = sql.SQL(
     "UPDATE embedsearch_model_migrations SET state = %(state)s, archived_as = %(archived)s,"
-    " switched_at = CASE WHEN %(state)s = 'switched' THEN now() END, updated_at = now()"
-    " WHERE id = %(id)s"
+    " switched_at = CASE WHEN %(state)s = 'switched' THEN now() END,"
+    " capturing = %(state)s = 'switched', updated_at = now() WHERE id = %(id)s"
+)
+STOP_CAPTURING = sql.SQL(
+    "UPDATE embedsearch_model_migrations SET capturing = false, updated_at = now() WHERE id = %s"
+)
+# Seconds since the switch (None before it).
+SINCE_SWITCH = sql.SQL(
+    "SELECT extract(epoch FROM now() - switched_at) FROM embedsearch_model_migrations WHERE id = %s"
 )
 DROP_QUEUE = sql.SQL("DELETE FROM embedsearch_migration_changes WHERE migration = %s")
 
