@@ -4,6 +4,7 @@ switch of its name. Real HTTP, real PostgreSQL, the worker inside the service.""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from embedsearch.config import Settings
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store.embedded import EmbeddedPostgres
 from tests.servers import LiveServer, create_database, live_server, rows
+from tests.test_cli import run
 
 NEW_EMBEDDER = "openai:all-MiniLM-L6-v2"
 TOPICS = ["rivers and lakes", "protein folding", "tax law", "jazz history", "volcanoes"]
@@ -257,3 +259,49 @@ def test_bad_migrations_are_refused_and_a_cancel_leaves_the_old_collection(
     )
     assert triggers == []
     assert http.delete("/collections/notes/migration").status_code == 409  # nothing running
+
+
+def _beir_judgments(root: Path) -> Path:
+    """A small BEIR folder: the documents are the chunks' ids, two judged queries."""
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text('{"_id": "c4", "title": "", "text": "volcanoes"}\n')
+    (root / "queries.jsonl").write_text(
+        '{"_id": "q1", "text": "volcanoes"}\n{"_id": "q2", "text": "jazz history"}\n'
+    )
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tc4\t1\nq2\tc3\t1\n")
+    return root
+
+
+def test_cli_migrates_compares_on_judgments_and_switches(
+    provider: LiveServer,
+    embedded_pg: EmbeddedPostgres,
+    local_embedder: LocalEmbedder,
+    tmp_path: Path,
+) -> None:
+    database_url = create_database(embedded_pg.url)
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "s", migration_worker=False)
+    with (
+        live_server(create_app(settings, embedder=local_embedder)) as live,
+        httpx.Client(base_url=live.url, timeout=60) as http,
+    ):
+        _fill(http, "notes", 100)
+    env = {
+        "EMBEDSEARCH_OPENAI_BASE_URL": provider.url + "/v1",
+        "EMBEDSEARCH_MIGRATION_FORWARD_S": "0",
+    }
+    data_dir = tmp_path / "data"
+    args = ["migrate", "notes", "--embedder", NEW_EMBEDDER, "--dimensions", "64"]
+    judged = ["--judgments", str(_beir_judgments(tmp_path / "beir"))]
+    done = run([*args, *judged, "--switch", "--json"], database_url, data_dir, **env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["state"] == "switched" and result["archivedAs"] == "notes_v1"
+    ndcg = result["comparison"]["ndcgAt10"]
+    assert ndcg["queries"] == 2 and 0 <= ndcg["new"] <= 1 and ndcg["old"] > 0
+    dims = rows(database_url, "SELECT name, dimensions FROM embedsearch_collections ORDER BY 1")
+    assert dims == [("default", 384), ("notes_v1", 384), ("notes_v2", 64)]
+    assert rows(database_url, "SELECT count(*) FROM c_notes_v2") == [(100,)]
+    shown = run(["migrate", "notes", "--status"], database_url, data_dir, **env)
+    assert shown.returncode == 0 and "notes now reaches notes_v2" in shown.stdout
+    again = run(args, database_url, data_dir, **env)  # notes_v2 has this model now
+    assert again.returncode == 2 and "already holds" in again.stderr

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     # off (then `embedsearch migrate` does, in the foreground); chunks per batch.
     migration_worker: bool = True
     migration_batch_rows: int = Field(default=128, ge=1, le=10_000)
+    # After a switch, writes that still reach the old collection are applied to the new one
+    # for this long (requests that looked the name up just before the switch).
+    migration_forward_s: float = Field(default=15.0, ge=0, le=3600)
 
     # Database.
     pool_min_size: int = Field(default=1, ge=0)

@@ -62,7 +62,9 @@ class MigrationOptions:
 
 
 def migration_options(settings: Settings) -> MigrationOptions:
-    return MigrationOptions(batch_rows=settings.migration_batch_rows)
+    return MigrationOptions(
+        batch_rows=settings.migration_batch_rows, forward_s=settings.migration_forward_s
+    )
 
 
 async def start(
