@@ -4,6 +4,7 @@ switch of its name. Real HTTP, real PostgreSQL, the worker inside the service.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -18,8 +19,14 @@ import pytest
 
 from embedsearch.api.app import create_app
 from embedsearch.config import Settings
+from embedsearch.core import collections, model_migration
+from embedsearch.core.chunks import ChunkInput, embed_batch
+from embedsearch.core.deps import Deps
+from embedsearch.core.model_migration import MigrationRunner, migration_options
 from embedsearch.embedders.local import LocalEmbedder
+from embedsearch.runtime import open_deps
 from embedsearch.store.embedded import EmbeddedPostgres
+from embedsearch.store.model_migrations import MigrationRecord
 from tests.servers import LiveServer, create_database, live_server, rows
 from tests.test_cli import run
 
@@ -305,3 +312,53 @@ def test_cli_migrates_compares_on_judgments_and_switches(
     assert shown.returncode == 0 and "notes now reaches notes_v2" in shown.stdout
     again = run(args, database_url, data_dir, **env)  # notes_v2 has this model now
     assert again.returncode == 2 and "already holds" in again.stderr
+
+
+def test_a_backfill_stopped_midway_resumes_without_embedding_twice(
+    provider: LiveServer,
+    embedded_pg: EmbeddedPostgres,
+    local_embedder: LocalEmbedder,
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        database_url=create_database(embedded_pg.url),
+        data_dir=tmp_path / "data",
+        openai_base_url=provider.url + "/v1",
+        migration_batch_rows=16,
+    )
+
+    async def scenario() -> tuple[MigrationRecord, MigrationRecord]:
+        async with open_deps(settings, embedder=local_embedder) as deps:
+            await collections.create(deps, "books")
+            items = [ChunkInput(f"c{i}", _text(i)) for i in range(200)]
+            await embed_batch(deps, items, collection="books")
+            record, _ = await model_migration.start(
+                deps, "books", embedder=NEW_EMBEDDER, dimensions=32
+            )
+            options = migration_options(settings)
+            first = asyncio.create_task(MigrationRunner(deps, record.id, options).run())
+            while (await _progress(deps, record.id)).backfill_done < 48:
+                await asyncio.sleep(0.05)
+            first.cancel()  # as a killed worker: its batch's transaction never commits
+            await asyncio.gather(first, return_exceptions=True)
+            stopped = await _progress(deps, record.id)
+            await embed_batch(deps, [ChunkInput("c0", "changed while stopped")], "books")
+            runner = MigrationRunner(deps, record.id, options, until_ready=True)
+            return stopped, await runner.run()
+
+    stopped, ready = asyncio.run(scenario())
+    assert 48 <= stopped.backfill_done < 200
+    assert ready.state == "ready" and ready.backfill_done == 200
+    # Every chunk once, plus the one changed meanwhile: what was stored is not embedded again.
+    assert 201 <= ready.embedded <= 201 + 16
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    assert rows(url, "SELECT count(*), count(DISTINCT chunk_id) FROM c_books_v2") == [(200, 200)]
+    assert rows(url, "SELECT content FROM c_books_v2 WHERE chunk_id = 'c0'") == [
+        ("changed while stopped",)
+    ]
+
+
+async def _progress(deps: Deps, migration_id: int) -> MigrationRecord:
+    record = await deps.store.migrations.get(migration_id)
+    assert record is not None
+    return record

@@ -288,35 +288,54 @@ class MigrationRunner:
         if not chunks:
             return False
         shadow = await collections.resolve(self._deps, record.target)
-
-        async def write(conn: Connection) -> None:
+        # Embedded outside the write's transaction: a slow provider holds no lock or
+        # connection meanwhile (only this worker writes to the shadow).
+        async with self._deps.store.database.reading(primary=True) as conn:
             batch = await self._batch(conn, shadow, chunks, cursor=chunks[-1].chunk_id)
+        await self._write(shadow, batch)
+        return True
+
+    async def _write(self, shadow: collections.Collection, batch: ShadowWrite) -> None:
+        async def write(conn: Connection) -> None:
             await self._store.write(conn, self._id, shadow.chunks, batch)
 
         await self._deps.store.database.transaction(write)
-        return True
 
     async def _apply_changes(self, record: MigrationRecord) -> bool:
-        """One batch of queued changes; False when the queue was empty."""
-        async with self._deps.store.database.writing() as conn:
-            return await self._apply_on(conn, record) > 0
+        """One batch of queued changes; False when the queue was empty. Entries are
+        acknowledged by exact seq with the batch's write: one queued meanwhile stays."""
+        shadow = await collections.resolve(self._deps, record.target)
+        async with self._deps.store.database.reading(primary=True) as conn:
+            batch = await self._changes(conn, record, shadow)
+        if batch is None:
+            return False
+        await self._write(shadow, batch)
+        return True
 
-    async def _apply_on(self, conn: Connection, record: MigrationRecord) -> int:
-        """Apply one batch of queued changes on `conn`; returns the entries applied."""
+    async def _apply_on(self, conn: Connection, record: MigrationRecord) -> bool:
+        """Apply one batch of queued changes inside `conn`'s transaction (the switch's)."""
+        shadow = await collections.resolve(self._deps, record.target)
+        batch = await self._changes(conn, record, shadow)
+        if batch is not None:
+            await self._store.write(conn, self._id, shadow.chunks, batch)
+        return batch is not None
+
+    async def _changes(
+        self, conn: Connection, record: MigrationRecord, shadow: collections.Collection
+    ) -> ShadowWrite | None:
+        """The next batch of queued changes, embedded; None when the queue is empty. Each
+        entry reads the chunk's current row: order and repeats do not matter."""
         entries = await self._store.pending(conn, self._id, self._options.batch_rows)
         if not entries:
-            return 0
+            return None
         source = await self._collection(record.source_now)
         ids = [chunk_id for chunk_id, _ in entries]
         present = [c for c in await self._store.read_chunks(conn, source.table, ids) if c.content]
         kept = {c.chunk_id for c in present}
-        shadow = await collections.resolve(self._deps, record.target)
         batch = await self._batch(conn, shadow, present)
         seqs = [seq for _, covered in entries for seq in covered]
         deleted = [chunk_id for chunk_id in ids if chunk_id not in kept]
-        batch = ShadowWrite(batch.rows, batch.relabeled, deleted, seqs)
-        await self._store.write(conn, self._id, shadow.chunks, batch)
-        return len(seqs)
+        return ShadowWrite(batch.rows, batch.relabeled, deleted, seqs)
 
     async def _batch(
         self,
