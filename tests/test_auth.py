@@ -144,6 +144,9 @@ def test_read_key_reads_and_searches_but_cannot_write(http: httpx.Client) -> Non
     assert_forbidden(http.delete("/sources/s", headers=read))
     # Deny by default: an endpoint added later is a write unless declared read.
     assert_forbidden(http.post("/collections/default/migrate", json={}, headers=read))
+    assert_forbidden(http.post("/collections/default/migration/switch", headers=read))
+    assert_forbidden(http.delete("/collections/default/migration", headers=read))
+    assert http.get("/collections/default/migration", headers=read).status_code == 404
     # Nothing the read key tried was done.
     assert http.get("/chunks/a", headers=read).status_code == 200
     assert http.get("/chunks/b", headers=read).status_code == 404

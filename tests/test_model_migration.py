@@ -176,6 +176,8 @@ def test_migration_under_load_switches_with_nothing_lost(
         assert comparison["queries"] > 0 and comparison["sampled"] is True
         # The same model cut to 256 dimensions: mostly the same neighbours, not all of them.
         assert 0.5 <= comparison["overlapAt10"] <= 1.0
+        scraped = http.get("/metrics").text
+        assert 'embedsearch_migration_ready{collection="papers",target="papers_v2"} 1.0' in scraped
         time.sleep(1.0)  # writes keep arriving while it is ready
         assert http.post("/collections/papers/migration/switch").status_code == 202
         switched = _wait_for(http, "papers", "switched")

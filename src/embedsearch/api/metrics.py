@@ -38,6 +38,7 @@ from embedsearch.core.errors import DatabaseUnavailable
 from embedsearch.core.sources import SourceStatus
 from embedsearch.embedders.registry import EmbedderRegistry
 from embedsearch.logs import REQUEST_ID
+from embedsearch.store.model_migrations import MigrationRecord
 from embedsearch.store.replicas import PRIMARY, ReplicaStatus
 from embedsearch.store.stats import CatalogStats, PoolStats, StoreStats
 
@@ -113,6 +114,7 @@ class _Readings:
     replicas: list[ReplicaStatus] | None = None  # None: no replicas configured
     primary_reads: int = 0  # reads that could have used a replica, served by the primary
     sources: list[SourceStatus] = field(default_factory=list)
+    migrations: list[MigrationRecord] = field(default_factory=list)  # with work left
 
 
 class _ReadingsCollector(Collector):
@@ -138,6 +140,7 @@ class _ReadingsCollector(Collector):
         if readings.replicas is not None:
             yield from _replica_metrics(readings.replicas, readings.primary_reads)
         yield from _source_metrics(readings.sources)
+        yield from _migration_metrics(readings.migrations)
 
 
 def _pool_metrics(pool: PoolStats | None) -> Iterator[Metric]:
@@ -240,6 +243,35 @@ def _source_metrics(found: list[SourceStatus]) -> Iterator[Metric]:
         yield counter
 
 
+def _migration_metrics(found: list[MigrationRecord]) -> Iterator[Metric]:
+    """Model migrations with work left, labelled by the name asked for and the new collection."""
+    gauges: dict[str, tuple[str, Callable[[MigrationRecord], float]]] = {
+        "backfill_chunks": (
+            "Chunks of the old collection copied so far.",
+            lambda m: m.backfill_done,
+        ),
+        "backfill_total": (
+            "Chunks the old collection held at the start.",
+            lambda m: m.backfill_total,
+        ),
+        "pending": (
+            "Writes to the old collection not yet applied to the new.",
+            lambda m: m.pending,
+        ),
+        "ready": (
+            "1 once the new collection is complete and compared.",
+            lambda m: int(m.state != "backfill"),
+        ),
+    }
+    for name, (help_text, value) in gauges.items():
+        gauge = GaugeMetricFamily(
+            f"{PREFIX}_migration_{name}", help_text, labels=["collection", "target"]
+        )
+        for migration in found:
+            gauge.add_metric([migration.name, migration.target], value(migration))
+        yield gauge
+
+
 class Metrics:
     """The app's metrics and their registry."""
 
@@ -286,6 +318,7 @@ class Metrics:
             readings.catalog = await stats.catalog()
             readings.database_up = True
             readings.sources = await sources.list_all(deps)
+            readings.migrations = await deps.store.migrations.working()
         except DatabaseUnavailable as exc:
             log.warning("metrics: %s", exc.message)
             readings.database_up = False

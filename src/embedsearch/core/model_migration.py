@@ -436,7 +436,7 @@ class MigrationSupervisor:
     async def run(self) -> None:
         while True:
             try:
-                ids = set(await self._deps.store.migrations.active_ids())
+                ids = {m.id for m in await self._deps.store.migrations.working()}
             except EmbedsearchError as exc:
                 log.warning("migrations: cannot list them: %s", exc.message)
                 ids = set()

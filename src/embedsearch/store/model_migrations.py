@@ -162,9 +162,10 @@ class ModelMigrations:
             row = await (await conn.execute(sql.LATEST, {"name": name})).fetchone()
         return _record(row) if row else None
 
-    async def active_ids(self) -> list[int]:
+    async def working(self) -> list[MigrationRecord]:
+        """Migrations with work left (filling, or forwarding late writes after the switch)."""
         async with self._db.reading(primary=True) as conn:
-            return [int(r[0]) for r in await (await conn.execute(sql.ACTIVE_IDS)).fetchall()]
+            return [_record(r) for r in await (await conn.execute(sql.WORKING)).fetchall()]
 
     async def name_taken(self, name: str) -> bool:
         async with self._db.reading(primary=True) as conn:

@@ -136,9 +136,10 @@ LATEST = sql.SQL(
     " ORDER BY id DESC LIMIT 1"
 )
 ACTIVE_OF_SOURCE = sql.SQL(_COLUMNS + " WHERE source = %s AND state IN ('backfill', 'ready')")
-ACTIVE_IDS = sql.SQL(
-    "SELECT id FROM embedsearch_model_migrations WHERE state IN ('backfill', 'ready')"
-    " OR (state = 'switched' AND capturing) ORDER BY id"
+# Migrations with work left: filling, or forwarding late writes after their switch.
+WORKING = sql.SQL(
+    _COLUMNS + " WHERE state IN ('backfill', 'ready') OR (state = 'switched' AND capturing)"
+    " ORDER BY id"
 )
 CREATE = sql.SQL(
     "INSERT INTO embedsearch_model_migrations"
