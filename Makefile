@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 0.0.0.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install browser serve test lint bench bench-load clean
+.PHONY: install browser serve test lint bench bench-sync bench-load clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ bench: install
 	$(BIN)/python -m benchmarks.search
 	$(BIN)/python -m benchmarks.lexical
 	$(BIN)/python -m benchmarks.cli_start
+
+# Sources (tables kept in sync) and model migration under write and search load.
+bench-sync: install
+	$(BIN)/python -m benchmarks.sources
+	$(BIN)/python -m benchmarks.migration
 
 # 16 clients on /search/pgvector, /search hybrid and /embed, against the previous release.
 bench-load: install
