@@ -112,6 +112,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        for part in ("provider", "service"):
+            (root / part).mkdir()
         provider = Server(root / "provider" / "data")
         service = Server(
             root / "service" / "data", EMBEDSEARCH_OPENAI_BASE_URL=provider.url + "/v1"

@@ -54,7 +54,7 @@ class MigrationOptions:
     poll_s: float = 0.5  # how often an empty queue is looked at again
     discover_s: float = 2.0  # how often the supervisor looks for new migrations
     # The switch locks writes out while it applies what is left: first drain to below this.
-    switch_below: int = 64
+    switch_below: int = 16
     # After the switch, writes that still reach the old collection (requests that looked its
     # name up just before) are applied to the new one for this long.
     forward_s: float = 15.0
