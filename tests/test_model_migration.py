@@ -253,6 +253,8 @@ def test_bad_migrations_are_refused_and_a_cancel_leaves_the_old_collection(
     assert again.status_code == 200  # the running one, not a second
     other = http.post("/collections/notes/migrate", json={"embedder": NEW_EMBEDDER})
     assert other.status_code == 409
+    shadow = http.post("/collections/notes_v2/migrate", json={"embedder": NEW_EMBEDDER})
+    assert shadow.status_code == 409 and "new collection of a running migration" in shadow.text
     assert http.delete("/collections/notes").status_code == 409  # in a migration
     ready = _wait_for(http, "notes", "ready")
     assert set(ready["comparison"]["ndcgAt10"]) == {"old", "new", "queries"}

@@ -98,6 +98,12 @@ async def start(
             field="collection",
         )
     running = await deps.store.migrations.latest(source.name)
+    if running is not None and running.active and running.target == source.name:
+        raise Conflict(
+            f"collection {source.name!r} is the new collection of a running migration (from "
+            f"{running.source!r}); migrate after its switch",
+            field="collection",
+        )
     if running is not None and running.active and running.source == source.name:
         if (running.embedder, running.dimensions) != (spec, dimensions):
             raise Conflict(

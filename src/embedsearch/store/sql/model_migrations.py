@@ -129,11 +129,10 @@ _COLUMNS = (
     " FROM embedsearch_model_migrations m"
 )
 GET = sql.SQL(_COLUMNS + " WHERE id = %s")
-# The newest migration asked for by this name, or of the collection it names (before or after
-# the switch).
+# The newest migration asked for by this name, or from or to the collection it names (before
+# or after the switch, the old collection also by its name since).
 LATEST = sql.SQL(
-    _COLUMNS + " WHERE name = %(name)s OR source = %(name)s OR target = %(name)s"
-    " ORDER BY id DESC LIMIT 1"
+    _COLUMNS + " WHERE %(name)s IN (name, source, target, archived_as) ORDER BY id DESC LIMIT 1"
 )
 ACTIVE_OF_SOURCE = sql.SQL(_COLUMNS + " WHERE source = %s AND state IN ('backfill', 'ready')")
 # Migrations with work left: filling, or forwarding late writes after their switch.
