@@ -299,6 +299,7 @@ def test_the_default_backend_gives_a_text_one_vector_whatever_its_batch(
     or in concurrent requests the model worker gathers, gets the same vector: int8's
     per-call activation scales would move it (cosine 0.987-0.993), so each text runs alone.
     onnx-int8 is also forced, so a CPU whose `auto` is bf16 still tests it."""
+
     def load() -> LocalEmbedder:
         return LocalEmbedder(
             "all-MiniLM-L6-v2",
@@ -318,9 +319,9 @@ def test_the_default_backend_gives_a_text_one_vector_whatever_its_batch(
         embedder.embed(texts).vectors,
         embedder.embed(texts[::-1]).vectors[::-1],
         np.concatenate([embedder.embed(abstracts).vectors, embedder.embed(claims).vectors]),
-        np.concatenate([embedder.embed([a, c]).vectors for a, c in zip(abstracts, claims)])[
-            [*range(0, 20, 2), *range(1, 20, 2)]
-        ],
+        np.concatenate(
+            [embedder.embed([a, c]).vectors for a, c in zip(abstracts, claims, strict=True)]
+        )[[*range(0, 20, 2), *range(1, 20, 2)]],
     ]
     worker = EmbeddingWorker(embedder, batch_size=64, wait_ms=20)
     try:
