@@ -5,11 +5,10 @@ against the length-sorted batches of 16 it replaced, measured in the same run an
 
 Prints texts/s (medians, rounds interleaved) for SciFact abstracts (title + text, ~256
 tokens after truncation) and claims (~21 tokens): batches of 16 (the baseline), the server's
-token-budget batches (2048 tokens, 64 texts), one text per call in turn on the session of all
-threads, and the default (one text per call, several texts on a one-thread session, `threads`
-calls at once); then cosines: each text alone vs in the batches (old and new), alone twice
-(bit-identical?), and int8 alone vs fp32 ONNX. The load average is printed before and after:
-the machine may be shared.
+token-budget batches (2048 tokens, 64 texts), one text per call in turn, and the default (one
+text per call, `threads` calls at once on the same session); then cosines: each text alone vs
+in the batches (old and new), alone twice (bit-identical?), and int8 vs fp32 ONNX. The load
+average is printed before and after: the machine may be shared.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def load(cache_dir: Path, name: str, backend: str, threads: int) -> LightModel |
         return None
     try:
         tokenizer_json = (folder / manifest.tokenizer).read_text(encoding="utf-8")
-        session = open_session(folder / graph, backend, threads)
+        session = _open_session(folder / graph, backend, threads)
         direct = DirectOnnx(
             session, tokenizer_json, manifest.max_tokens, unit_output=manifest.unit_output
         )
@@ -140,8 +140,7 @@ def _read_manifest(path: Path, name: str, backend: str, graph: str) -> Manifest 
     return manifest
 
 
-def open_session(graph: Path, backend: str, threads: int) -> Any:
-    """A session of `backend`'s runtime on `graph`, with our settings."""
+def _open_session(graph: Path, backend: str, threads: int) -> Any:
     if RUNTIMES[backend] == "openvino":
         from embedsearch.embedders import openvino_runtime
 
@@ -195,7 +194,7 @@ def save(
     tokenizer = f"light-{Path(graph).stem}.tokenizer.json"
     _write_atomically(folder / tokenizer, direct.tokenizer_json)
     try:
-        session = open_session(folder / graph, backend, threads)
+        session = _open_session(folder / graph, backend, threads)
         light = DirectOnnx(
             session, direct.tokenizer_json, direct.max_tokens, unit_output=direct.unit_output
         )

@@ -89,7 +89,11 @@ class LocalEmbedder:
         self.light = served is not None
         if one_text_per_call is None:
             one_text_per_call = self._backend in BATCH_DEPENDENT
-        self._alone = self._one_text_per_call(cache_dir, threads) if one_text_per_call else None
+        # Calls run concurrently only on the direct path, a plain ONNX Runtime session.
+        workers = threads if self._direct is not None else 1
+        self._alone = (
+            OneTextPerCall(self._model_call, workers=workers) if one_text_per_call else None
+        )
         log.info(
             "loaded local model %s (%d dims, %s backend, %d threads, %s)",
             self._name,
@@ -152,26 +156,6 @@ class LocalEmbedder:
             if self._backend == openvino_runtime.BACKEND
             else light.SAME_GRAPH_MIN_COSINE,
         )
-
-    def _one_text_per_call(self, cache_dir: Path | None, threads: int) -> OneTextPerCall:
-        """Each text alone: one after another on this session, or for several texts, where the
-        graph file is known and pools in the graph, on a one-thread session of it, `threads`
-        calls at once."""
-        direct = self._direct
-        location = (
-            light.graph_location(cache_dir, self._name, self._backend)
-            if cache_dir is not None and direct is not None and direct.pools_in_graph
-            else None
-        )
-        if direct is None or location is None or self._backend not in light.RUNTIMES:
-            return OneTextPerCall(self._model_call)
-        graph = location[0] / location[1]
-        backend = self._backend
-
-        def open_parallel() -> Callable[[list[str]], tuple[Vectors, list[int]]]:
-            return direct.with_session(light.open_session(graph, backend, 1)).embed
-
-        return OneTextPerCall(self._model_call, open_parallel=open_parallel, workers=threads)
 
     @property
     def one_text_per_call(self) -> bool:

@@ -107,17 +107,6 @@ class DirectOnnx:
             return None
         return cls.for_model(model, session, tokenizer)
 
-    def with_session(self, session: Any) -> DirectOnnx:
-        """The same path (tokenizer, window, pooling) through another session of the same
-        graph, e.g. one opened with fewer threads."""
-        return DirectOnnx(
-            session,
-            self.tokenizer_json,
-            self.max_tokens,
-            unit_output=self._unit_output,
-            modules=self._modules,
-        )
-
     @property
     def unit_output(self) -> bool:
         return self._unit_output
