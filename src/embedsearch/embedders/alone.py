@@ -17,8 +17,8 @@ A second session of one thread per call was no faster head to head and cost 60 M
 All of SciFact (5183 abstracts) took 193 s against 264 s in token-budget batches; nDCG@10
 0.6443 (torch fp32: 0.6451). Batch-independent alternatives measured worse: static int8
 (calibrated activation scales) 0.89 cosine to fp32, or 0.986 at 0.59x with the FFN output
-layers left fp32; fp32 ONNX 0.35-0.45x; openvino-bf16 on this CPU (AVX-512 BF16, no AMX)
-0.35x, 32 ms a query.
+layers left fp32; fp32 ONNX in batches 0.3-0.6x; openvino-bf16 on this CPU (AVX-512 BF16, no
+AMX) 0.35x on claims, 0.8x on abstracts, 32 ms a query.
 """
 
 from __future__ import annotations
