@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from embedsearch.embedders.cpu import FLAGS_ENV, cpu_flags, pick_backend
 from embedsearch.embedders.light import session_options
 from embedsearch.embedders.local import LocalEmbedder, token_batches
 from embedsearch.embedders.onnx_direct import DirectOnnx
+from embedsearch.embedders.worker import EmbeddingWorker
 
 TEXTS = [
     "explain neural networks",
@@ -285,6 +287,53 @@ def test_openvino_bf16_gives_a_text_one_vector_whatever_its_batch(
         assert float(alone @ batched[8 + i]) >= 0.9999
     shuffled = bf16_embedder._model_call(texts[::-1])[0][::-1]
     assert (shuffled * batched).sum(axis=1).min() >= 0.9999
+
+
+@pytest.mark.parametrize(
+    ("backend", "light_runtime"), [("auto", True), ("onnx-int8", True), ("onnx-int8", False)]
+)
+def test_the_default_backend_gives_a_text_one_vector_whatever_its_batch(
+    onnx_cache_dir: Path, backend: str, light_runtime: bool
+) -> None:
+    """A text embedded alone, among others (long or short neighbours, any order, any padding),
+    or in concurrent requests the model worker gathers, gets the same vector: int8's
+    per-call activation scales would move it (cosine 0.987-0.993), so each text runs alone.
+    onnx-int8 is also forced, so a CPU whose `auto` is bf16 still tests it."""
+
+    def load() -> LocalEmbedder:
+        return LocalEmbedder(
+            "all-MiniLM-L6-v2",
+            backend=backend,
+            cache_dir=onnx_cache_dir,
+            light_runtime=light_runtime,
+        )
+
+    embedder = load()
+    if light_runtime and not embedder.light:  # the first load built the export
+        embedder = load()
+    assert embedder.light == light_runtime
+    texts = varied_texts(long=10, short=10)
+    abstracts, claims = texts[:10], texts[10:]
+    alone = np.concatenate([embedder.embed([text]).vectors for text in texts])
+    mixes = [
+        embedder.embed(texts).vectors,
+        embedder.embed(texts[::-1]).vectors[::-1],
+        np.concatenate([embedder.embed(abstracts).vectors, embedder.embed(claims).vectors]),
+        np.concatenate(
+            [embedder.embed([a, c]).vectors for a, c in zip(abstracts, claims, strict=True)]
+        )[[*range(0, 20, 2), *range(1, 20, 2)]],
+    ]
+    worker = EmbeddingWorker(embedder, batch_size=64, wait_ms=20)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(worker.embed, texts[i : i + 3]) for i in range(0, 20, 3)]
+            mixes.append(np.concatenate([f.result().vectors for f in futures]))
+    finally:
+        worker.close()
+    for mixed in mixes:
+        cosines = np.einsum("ij,ij->i", alone, mixed)
+        assert cosines.min() >= 0.9999, cosines
+    assert embedder.one_text_per_call == (embedder.backend == "onnx-int8")
 
 
 @pytest.mark.parametrize(

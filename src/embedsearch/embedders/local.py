@@ -14,6 +14,7 @@ import numpy as np
 
 from embedsearch.core.errors import InvalidInput
 from embedsearch.embedders import light, onnx_cache, openvino_runtime
+from embedsearch.embedders.alone import OneTextPerCall
 from embedsearch.embedders.base import EmbeddingBatch, Vectors, normalize_rows
 from embedsearch.embedders.cpu import pick_backend
 from embedsearch.embedders.model_dir import resolve_model_dir
@@ -31,6 +32,9 @@ def _force_offline() -> None:
 
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino-bf16")
+# Backends whose vectors depend on the batch (dynamic int8 activation scales, per call): each
+# text runs in a call of its own (alone.py).
+BATCH_DEPENDENT = ("onnx-int8",)
 # Picks one of BACKENDS by the CPU's features at start (see cpu.py).
 AUTO = "auto"
 
@@ -41,7 +45,9 @@ class LocalEmbedder:
 
     ONNX exports are made once and cached under `cache_dir` (see onnx_cache). Once an export
     is cached and verified, later starts serve it through the light runtime (light.py), with
-    no torch or sentence-transformers import."""
+    no torch or sentence-transformers import. Texts go to the model in length-sorted batches
+    (token_batches), except on onnx-int8, whose vectors would depend on the batch: there each
+    text runs in a call of its own (alone.py)."""
 
     def __init__(
         self,
@@ -53,7 +59,11 @@ class LocalEmbedder:
         batch_size: int = 64,
         batch_tokens: int = 2048,
         light_runtime: bool = True,
+        one_text_per_call: bool | None = None,
     ) -> None:
+        """`one_text_per_call`: run each text in a model call of its own; None (the default)
+        for the backends whose vectors would depend on the batch (BATCH_DEPENDENT). False gives
+        the length-sorted batches on every backend (benchmarks compare the two)."""
         if backend not in (*BACKENDS, AUTO):
             choices = ", ".join((*BACKENDS, AUTO))
             raise InvalidInput(f"backend must be one of {choices}", field="backend")
@@ -77,6 +87,13 @@ class LocalEmbedder:
         else:
             self._load_full(backend, cache_dir, threads, record_light=light_runtime)
         self.light = served is not None
+        if one_text_per_call is None:
+            one_text_per_call = self._backend in BATCH_DEPENDENT
+        # Calls run concurrently only on the direct path, a plain ONNX Runtime session.
+        workers = threads if self._direct is not None else 1
+        self._alone = (
+            OneTextPerCall(self._model_call, workers=workers) if one_text_per_call else None
+        )
         log.info(
             "loaded local model %s (%d dims, %s backend, %d threads, %s)",
             self._name,
@@ -139,6 +156,11 @@ class LocalEmbedder:
             if self._backend == openvino_runtime.BACKEND
             else light.SAME_GRAPH_MIN_COSINE,
         )
+
+    @property
+    def one_text_per_call(self) -> bool:
+        """Does each text run in a model call of its own (the same vector in any batch)?"""
+        return self._alone is not None
 
     def _torch_reference(self) -> Callable[[list[str]], Vectors]:
         """The model's own vectors (sentence-transformers on torch, fp32): the reference an
@@ -245,6 +267,9 @@ class LocalEmbedder:
         if len(texts) == 1:
             return self._embed_one(texts[0])
         counts = self.count_tokens(texts)
+        if self._alone is not None and texts:
+            vectors = self._alone.embed(texts)[0]
+            return EmbeddingBatch(vectors, counts, [count > self._max_tokens for count in counts])
         vectors = np.empty((len(texts), self._dimensions), dtype=np.float32)
         for batch in token_batches(
             counts,
@@ -284,7 +309,8 @@ class LocalEmbedder:
         return embeddings.float().numpy()
 
     def close(self) -> None:
-        pass
+        if self._alone is not None:
+            self._alone.close()
 
 
 # What one model call costs beyond its tokens, in tokens: fixed work per call (tokenizer,
