@@ -38,6 +38,22 @@ _FILTER_DEPTH = 8
 
 
 @dataclass(frozen=True)
+class Pruning:
+    """How the exact top-k pruning of a plain query (sql.score_postings) decides, measured at
+    100k chunks (benchmarks/lexical.py): the rarest terms' postings scored first (at least
+    `seed`, and 4 per chunk asked for), the cost of one point lookup against reading one
+    posting in a row (`probe`), and pruning only when the terms left to sum hold less than
+    1/`ratio` of the query's postings."""
+
+    seed: int = 300
+    probe: int = 20
+    ratio: float = 2.0
+
+    def params(self, depth: int) -> dict[str, Any]:
+        return {"seed": max(self.seed, 4 * depth), "probe": self.probe, "ratio": self.ratio}
+
+
+@dataclass(frozen=True)
 class QueryTerms:
     lexemes: list[str]
     idf: list[float]
@@ -64,6 +80,7 @@ class Bm25:
         # Sharded tables have no postings (statistics come from the write path): scored over
         # the chunks the GIN index matches, on every shard.
         self._posted = not collection.layout.distributed
+        self.pruning = Pruning()
 
     @retry_elsewhere
     async def search(
@@ -89,15 +106,18 @@ class Bm25:
         statement = sql.score_postings(self._table, condition)
         depth = limit if filter_ is None else limit * _FILTER_DEPTH
         async with self._db.reading() as conn:
-            hits = await _hits(conn, statement, params | {"depth": depth})
+            hits = await _hits(conn, statement, self._deep(params, depth))
             if len(hits) >= limit or filter_ is None:
                 return hits
             terms = await self._terms(conn, text)
             posted = sum(terms.df) if terms else 0  # the chunks posted for the query, at most
             while len(hits) < limit and depth < posted:
                 depth *= _FILTER_DEPTH
-                hits = await _hits(conn, statement, params | {"depth": depth})
+                hits = await _hits(conn, statement, self._deep(params, depth))
             return hits
+
+    def _deep(self, params: dict[str, Any], depth: int) -> dict[str, Any]:
+        return params | {"depth": depth} | self.pruning.params(depth)
 
     async def _search_matched(
         self, condition: Any, params: dict[str, Any], *, websearch: bool
