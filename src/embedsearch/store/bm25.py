@@ -48,6 +48,7 @@ class Pruning:
     seed: int = 300
     probe: int = 20
     ratio: float = 2.0
+    enabled: bool = True  # False: every posting summed (sql.sum_postings), for comparison
 
     def params(self, depth: int) -> dict[str, Any]:
         return {"seed": max(self.seed, 4 * depth), "probe": self.probe, "ratio": self.ratio}
@@ -103,7 +104,8 @@ class Bm25:
             return await self._search_matched(condition, params, websearch=websearch)
         # The `depth` best by score, then the filter: a filter that leaves fewer than `limit`
         # of them sends the search deeper, until every posted chunk was scored.
-        statement = sql.score_postings(self._table, condition)
+        score = sql.score_postings if self.pruning.enabled else sql.sum_postings
+        statement = score(self._table, condition)
         depth = limit if filter_ is None else limit * _FILTER_DEPTH
         async with self._db.reading() as conn:
             hits = await _hits(conn, statement, self._deep(params, depth))

@@ -372,6 +372,37 @@ def drop_postings(table: str) -> sql.Composed:
 _SHARE = "q.idf * p.tf * (%(k1)s + 1) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.dl / q.avgdl))"
 
 
+def sum_postings(table: str, condition: sql.Composable) -> sql.Composed:
+    """score_postings without the pruning (every posting of the query's lexemes summed per
+    chunk, the statement of the previous release), for comparison: the same columns."""
+    return sql.SQL("""
+WITH {counted}, totals AS (
+    SELECT df::float8 AS chunks, greatest(length::float8 / nullif(df, 0), 1) AS avgdl
+    FROM counted WHERE lexeme = '' AND df > 0
+), terms AS MATERIALIZED (
+    SELECT c.lexeme, ln(1 + (t.chunks - c.df::float8 + 0.5) / (c.df::float8 + 0.5)) AS idf,
+        t.avgdl
+    FROM counted AS c, totals AS t WHERE c.lexeme <> '' AND c.df > 0
+), scored AS MATERIALIZED (
+    SELECT p.chunk_id, sum({share}) AS score
+    FROM terms AS q JOIN {postings} AS p ON p.lexeme = q.lexeme
+    GROUP BY p.chunk_id
+    ORDER BY score DESC, p.chunk_id
+    LIMIT %(depth)s
+)
+SELECT c.chunk_id, s.score, c.content, c.metadata, c.document_id, false
+FROM scored AS s JOIN {table} AS c ON c.chunk_id = s.chunk_id
+WHERE {condition}
+ORDER BY s.score DESC, c.chunk_id
+LIMIT %(limit)s""").format(
+        counted=_COUNTED,
+        share=sql.SQL(_SHARE),
+        table=sql.Identifier(table),
+        postings=sql.Identifier(postings_table(table)),
+        condition=condition,
+    )
+
+
 def score_postings(table: str, condition: sql.Composable) -> sql.Composed:
     """BM25 (Lucene's form) from the postings of the query's lexemes, best first, in one
     statement (one snapshot, one round trip): the query's statistics, the `depth` best chunks by
@@ -390,9 +421,9 @@ def score_postings(table: str, condition: sql.Composable) -> sql.Composed:
     the rest's bound is below the best known floor cannot make it: the others are
     `candidates`. (4) The rest's shares of the candidates only, by point lookups when there
     are few of them (`probe`: what one costs against reading one posting in a row), or from
-    the rest's postings filtered by the candidates. The pruned top `depth` is the exact one
-    (same chunks, order and ties; the sums may differ in the last bits, added in another
-    order). When the pruning cannot pay (the other terms hold more than 1/`ratio` of the
+    the rest's postings filtered by the candidates. (5) Those within rounding of the
+    `depth`-th are summed again in lexeme order, as the full sum adds them: the pruned top
+    `depth` is the exact one, with the same scores, order and ties. When the pruning cannot pay (the other terms hold more than 1/`ratio` of the
     query's postings, or fewer than `depth` chunks hold the rarest terms), every posting of
     the query's lexemes is summed per chunk, as before. Bounds carry a 1e-9 relative margin
     against rounding. Steps that are not needed are skipped at run time (one-time filters)."""
@@ -456,11 +487,18 @@ WITH {counted}, totals AS (
     WHERE q.rest AND NOT (SELECT probe FROM probing)
         AND (p.chunk_id IN (SELECT chunk_id FROM candidates)) IS TRUE
     GROUP BY p.chunk_id
-), scored AS (
-    (SELECT s.chunk_id, s.score + coalesce(r.score, 0) AS score, true AS pruned
+), summed AS MATERIALIZED (
+    SELECT s.chunk_id, s.score + coalesce(r.score, 0) AS score
     FROM candidates AS s LEFT JOIN (SELECT * FROM probed UNION ALL SELECT * FROM scanned) AS r
         USING (chunk_id)
-    ORDER BY score DESC, s.chunk_id
+), scored AS (  -- the best again, summed in lexeme order (ties stay ties whatever the plan)
+    (SELECT s.chunk_id, f.score, true AS pruned FROM summed AS s CROSS JOIN LATERAL (
+        SELECT sum({share} ORDER BY q.lexeme) AS score
+        FROM terms AS q JOIN {postings} AS p ON p.lexeme = q.lexeme AND p.chunk_id = s.chunk_id
+    ) AS f
+    WHERE s.score >= (SELECT score FROM summed ORDER BY score DESC OFFSET %(depth)s - 1 LIMIT 1)
+        * (1 - 1e-9)
+    ORDER BY f.score DESC, s.chunk_id
     LIMIT %(depth)s)
     UNION ALL
     (SELECT p.chunk_id, sum({share}) AS score, false
