@@ -43,12 +43,18 @@ class Pruning:
     100k chunks (benchmarks/lexical.py): the rarest terms' postings scored first (at least
     `seed`, and 4 per chunk asked for), the cost of one point lookup against reading one
     posting in a row (`probe`), and pruning only when the terms left to sum hold less than
-    1/`ratio` of the query's postings."""
+    1/`ratio` of the query's postings. Only for the best `max_depth` chunks or fewer: the
+    deeper, the lower the score to beat and the more chunks stay candidates (at 100 deep, as a
+    hybrid search asks, pruning measured 0.85-1.06x the full sum; at 10, 0.60x)."""
 
     seed: int = 300
     probe: int = 20
     ratio: float = 2.0
+    max_depth: int = 40
     enabled: bool = True  # False: every posting summed (sql.sum_postings), for comparison
+
+    def prunes(self, depth: int) -> bool:
+        return self.enabled and depth <= self.max_depth
 
     def params(self, depth: int) -> dict[str, Any]:
         return {"seed": max(self.seed, 4 * depth), "probe": self.probe, "ratio": self.ratio}
@@ -104,22 +110,29 @@ class Bm25:
             return await self._search_matched(condition, params, websearch=websearch)
         # The `depth` best by score, then the filter: a filter that leaves fewer than `limit`
         # of them sends the search deeper, until every posted chunk was scored.
-        score = sql.score_postings if self.pruning.enabled else sql.sum_postings
-        statement = score(self._table, condition)
         depth = limit if filter_ is None else limit * _FILTER_DEPTH
         async with self._db.reading() as conn:
-            hits = await _hits(conn, statement, self._deep(params, depth))
+            hits = await self._best(conn, condition, params, depth)
             if len(hits) >= limit or filter_ is None:
                 return hits
             terms = await self._terms(conn, text)
             posted = sum(terms.df) if terms else 0  # the chunks posted for the query, at most
             while len(hits) < limit and depth < posted:
                 depth *= _FILTER_DEPTH
-                hits = await _hits(conn, statement, self._deep(params, depth))
+                hits = await self._best(conn, condition, params, depth)
             return hits
 
-    def _deep(self, params: dict[str, Any], depth: int) -> dict[str, Any]:
-        return params | {"depth": depth} | self.pruning.params(depth)
+    async def _best(
+        self, conn: Connection, condition: Any, params: dict[str, Any], depth: int
+    ) -> list[SearchHit]:
+        """The `depth` best chunks by score (pruned when that pays), then those the filter
+        keeps."""
+        if self.pruning.prunes(depth):
+            statement = sql.score_postings(self._table, condition)
+            params = params | self.pruning.params(depth)
+        else:
+            statement = sql.sum_postings(self._table, condition)
+        return await _hits(conn, statement, params | {"depth": depth})
 
     async def _search_matched(
         self, condition: Any, params: dict[str, Any], *, websearch: bool
