@@ -4,7 +4,8 @@ Lucene's BM25 (k1 1.2, b 0.75; idf = ln(1 + (N - df + 0.5) / (df + 0.5))) over t
 the collection's text search configuration. Plain queries are scored from the collection's
 postings (one row per lexeme and chunk: its frequency there and the chunk's length, kept by
 triggers; sql/bm25.py): only the query's lexemes' rows are read, from one covering index, and
-summed per chunk. Queries with "phrases" or -exclusions need positions, and are scored over the
+summed per chunk; for a shallow top k, the most common terms only for the chunks that can still
+make it (exact pruning, see Pruning). Queries with "phrases" or -exclusions need positions, and are scored over the
 chunks the GIN index matches. The statistics (chunks, total length, document frequencies) come
 from the statistics tables, kept by the same writes.
 """
