@@ -51,6 +51,7 @@ from embedsearch.core.fusion import Fusion, fuse
 from embedsearch.core.vector_index import IndexSpec, IndexType
 from embedsearch.embedders import Embedder, build_embedder
 from embedsearch.store import ChunkRows, SearchHit, Store
+from embedsearch.store.bm25 import Bm25, Pruning
 from embedsearch.store.embedded import EmbeddedPostgres
 from embedsearch.store.records import CollectionOptions, CollectionRecord
 from embedsearch.store.sql.bm25 import COUNT_DELTAS, QUERY_STATISTICS
@@ -295,9 +296,16 @@ async def measure_all(
     distance = record.layout.index_distance
     fusion = Fusion()
     n = len(query_texts)
+    depth = HYBRID_CANDIDATES
+
+    full_sum = Bm25(handle)  # the previous release's statement: every posting summed
+    full_sum.pruning = Pruning(enabled=False)
 
     async def lexical(q: int) -> object:
         return await handle.bm25.search(query_texts[q], limit=LIMIT)
+
+    async def summed(q: int) -> object:
+        return await full_sum.search(query_texts[q], limit=LIMIT)
 
     async def old_lexical(q: int) -> object:
         return await ts_rank(store, record, query_texts[q], LIMIT)
@@ -312,6 +320,18 @@ async def measure_all(
             handle.bm25.search(query_texts[q], limit=HYBRID_CANDIDATES),
         )
         return fuse(dense_hits, lexical_hits, fusion, limit=LIMIT)
+
+    pruned_deep = Bm25(handle)  # pruning at the hybrid leg's depth too (Bm25 does not)
+    pruned_deep.pruning = Pruning(max_depth=HYBRID_CANDIDATES)
+
+    async def lexical_deep(q: int) -> object:  # the lexical leg of a hybrid search alone
+        return await handle.bm25.search(query_texts[q], limit=HYBRID_CANDIDATES)
+
+    async def summed_deep(q: int) -> object:
+        return await full_sum.search(query_texts[q], limit=HYBRID_CANDIDATES)
+
+    async def forced_deep(q: int) -> object:
+        return await pruned_deep.search(query_texts[q], limit=HYBRID_CANDIDATES)
 
     async def old_hybrid(q: int) -> object:
         dense_hits = await handle.search(
@@ -332,14 +352,17 @@ async def measure_all(
     compact_seconds = time.perf_counter() - start
     variants: dict[str, Variant] = {
         "lexical": lexical,
+        "summed": summed,
         "old": old_lexical,
         "dense": dense,
         "hybrid": hybrid,
         "old_hybrid": old_hybrid,
         "stats": statistics,
+        "deep": lexical_deep,
+        "summed_deep": summed_deep,
+        "forced_deep": forced_deep,
     }
     after = await measure(variants, n)
-    depth = HYBRID_CANDIDATES
     print(
         f"\n{len(texts)} chunks, {n} SciFact queries, limit {LIMIT}"
         f" (hybrid: {depth} per list, {fusion.method.value} fusion, as core/search.py):"
@@ -347,7 +370,20 @@ async def measure_all(
     report(
         [
             latency("lexical, old ts_rank (baseline)", after["old"], None, ""),
-            latency("lexical BM25 (Bm25.search)", after["lexical"], after["old"], "ts_rank"),
+            latency("lexical BM25, every posting summed", after["summed"], after["old"], "ts_rank"),
+            latency(
+                "lexical BM25, pruned (Bm25.search)", after["lexical"], after["summed"], "summed"
+            ),
+            latency(f"lexical BM25@{depth}, every posting summed", after["summed_deep"], None, ""),
+            latency(
+                f"lexical BM25@{depth} (Bm25.search)", after["deep"], after["summed_deep"], "summed"
+            ),
+            latency(
+                f"lexical BM25@{depth}, pruned",
+                after["forced_deep"],
+                after["summed_deep"],
+                "summed",
+            ),
             latency("dense HNSW (CollectionHandle.search)", after["dense"], None, ""),
             latency(
                 f"hybrid: dense@{depth} + BM25@{depth} + fuse",

@@ -12,10 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import numpy as np
+import psycopg
 import pytest
 
 from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.store import ChunkRows
+from embedsearch.store.bm25 import Bm25, Pruning
+from embedsearch.store.sql import bm25 as bm25_sql
 from tests.servers import (
     bm25_postings,
     bm25_recount,
@@ -198,3 +202,58 @@ def test_text_search_configuration_is_a_collection_option(
     assert bm25_statistics(database_url, "default") == bm25_recount(
         database_url, "chunk_embeddings"
     )
+
+
+def test_the_pruned_top_k_is_the_full_sums_top_k(database_url: str) -> None:
+    """Plain queries prune the common terms (sql.score_postings): on a skewed corpus with exact
+    ties (repeated texts), the top k found by pruning, by point lookups and by a filtered scan
+    of the common terms' postings, is the formula's top k, chunk for chunk and in order."""
+    corpus = texts(240, seed=11)
+    corpus += corpus[:40]  # the same texts again: exact ties, ordered by chunk id
+    ids = [f"c{i:03d}" for i in range(len(corpus))]
+    vectors = np.random.default_rng(1).standard_normal((len(corpus), DIMS)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rng = random.Random(4)
+    queries = [" ".join(rng.sample(WORDS, rng.randint(2, 9))) for _ in range(25)]
+    always = {"probe": Pruning(seed=1, probe=0, ratio=1e-9), "scan": Pruning(1, 10**9, 1e-9)}
+    engaged = Counter[str]()
+
+    async def go() -> None:
+        async with open_store(database_url, model=MODEL, dimensions=DIMS) as store:
+            chunks = await handle(store)
+            await chunks.upsert(ChunkRows(ids, vectors, MODEL, corpus, [""] * len(corpus)))
+            by_chunk = lexemes_by_chunk(database_url, "chunk_embeddings")
+            statement = bm25_sql.score_postings("chunk_embeddings", psycopg.sql.SQL("true"))
+            bm25 = Bm25(chunks)
+            bm25.pruning = always["probe"]  # the store's own call prunes alike
+            conn = psycopg.connect(database_url, autocommit=True)  # statements prepared
+            for query in queries:
+                (query_lexemes,) = rows(
+                    database_url, "SELECT tsvector_to_array(to_tsvector('english', %s))", (query,)
+                )[0]
+                expected = sorted(
+                    bm25_by_hand(by_chunk, query_lexemes).items(), key=lambda i: (-i[1], i[0])
+                )
+                for limit in (1, 3, 10):
+                    best = expected[:limit]
+                    for name, pruning in always.items():
+                        params = {
+                            "collection": "default",
+                            "text": query,
+                            "config": "english",
+                            "k1": K1,
+                            "b": B,
+                            "limit": limit,
+                            "depth": limit,
+                        } | pruning.params(limit)
+                        found = conn.execute(statement, params, prepare=True).fetchall()
+                        assert [r[0] for r in found] == [c for c, _ in best], (query, name)
+                        for row, (_, score) in zip(found, best, strict=True):
+                            assert row[1] == pytest.approx(score, rel=1e-9), (query, name)
+                        engaged[name] += bool(found) and all(r[5] for r in found)
+                    hits = await bm25.search(query, limit=limit)
+                    assert [h.chunk_id for h in hits] == [c for c, _ in best], query
+            conn.close()
+
+    asyncio.run(go())
+    assert engaged["probe"] > 40 and engaged["scan"] > 40, engaged  # of 75 searches each

@@ -366,33 +366,155 @@ def drop_postings(table: str) -> sql.Composed:
     return sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(postings_table(table)))
 
 
+# One posting's share of a chunk's score (q: the term's idf and the average length; p: the
+# posting's tf and the chunk's length). It is below idf * (k1 + 1) whatever tf and length are:
+# the bound the pruning below rests on.
+_SHARE = "q.idf * p.tf * (%(k1)s + 1) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.dl / q.avgdl))"
+
+
+def sum_postings(table: str, condition: sql.Composable) -> sql.Composed:
+    """score_postings without the pruning (every posting of the query's lexemes summed per
+    chunk, the statement of the previous release), for comparison: the same columns."""
+    return sql.SQL("""
+WITH {counted}, totals AS (
+    SELECT df::float8 AS chunks, greatest(length::float8 / nullif(df, 0), 1) AS avgdl
+    FROM counted WHERE lexeme = '' AND df > 0
+), terms AS MATERIALIZED (
+    SELECT c.lexeme, ln(1 + (t.chunks - c.df::float8 + 0.5) / (c.df::float8 + 0.5)) AS idf,
+        t.avgdl
+    FROM counted AS c, totals AS t WHERE c.lexeme <> '' AND c.df > 0
+), scored AS MATERIALIZED (
+    SELECT p.chunk_id, sum({share}) AS score
+    FROM terms AS q JOIN {postings} AS p ON p.lexeme = q.lexeme
+    GROUP BY p.chunk_id
+    ORDER BY score DESC, p.chunk_id
+    LIMIT %(depth)s
+)
+SELECT c.chunk_id, s.score, c.content, c.metadata, c.document_id, false
+FROM scored AS s JOIN {table} AS c ON c.chunk_id = s.chunk_id
+WHERE {condition}
+ORDER BY s.score DESC, c.chunk_id
+LIMIT %(limit)s""").format(
+        counted=_COUNTED,
+        share=sql.SQL(_SHARE),
+        table=sql.Identifier(table),
+        postings=sql.Identifier(postings_table(table)),
+        condition=condition,
+    )
+
+
 def score_postings(table: str, condition: sql.Composable) -> sql.Composed:
     """BM25 (Lucene's form) from the postings of the query's lexemes, best first, in one
     statement (one snapshot, one round trip): the query's statistics, the `depth` best chunks by
     score, then those of them the filter keeps (the caller deepens when a filter leaves fewer
-    than `limit`). A query without lexemes that any chunk holds finds nothing."""
+    than `limit`). A query without lexemes that any chunk holds finds nothing. The last column
+    says whether the pruning below found the `depth` best.
+
+    Exact top-`depth` pruning (MaxScore's idea): no chunk gains more than idf * (k1 + 1) from a
+    term, so the common terms (low idf) whose bounds add up to less than a score some `depth`
+    chunks are known to reach cannot lift a chunk that holds none of the rarer terms into the
+    top `depth`. Steps: (1) `seed`: the `depth` best chunks by the rarest terms alone (their
+    postings, at least `seed` of them), scored in full by point lookups: `depth` chunks reach
+    `theta`, their smallest score. (2) `rest`: the most common terms whose bounds add up to
+    less than theta; only chunks holding another term can be in the top `depth`. (3)
+    `partial`: those chunks' scores from the other terms; a chunk whose partial score plus
+    the rest's bound is below the best known floor cannot make it: the others are
+    `candidates`. (4) The rest's shares of the candidates only, by point lookups when there
+    are few of them (`probe`: what one costs against reading one posting in a row), or from
+    the rest's postings filtered by the candidates. (5) Those within rounding of the
+    `depth`-th are summed again in lexeme order, as the full sum adds them: the pruned top
+    `depth` is the exact one, with the same scores, order and ties. When the pruning cannot pay (the other terms hold more than 1/`ratio` of the
+    query's postings, or fewer than `depth` chunks hold the rarest terms), every posting of
+    the query's lexemes is summed per chunk, as before. Bounds carry a 1e-9 relative margin
+    against rounding. Steps that are not needed are skipped at run time (one-time filters)."""
+    share = sql.SQL(_SHARE)
     return sql.SQL("""
 WITH {counted}, totals AS (
     SELECT df::float8 AS chunks, greatest(length::float8 / nullif(df, 0), 1) AS avgdl
     FROM counted WHERE lexeme = '' AND df > 0
 ), terms AS MATERIALIZED (  -- computed once per lexeme, not once per posting
     SELECT c.lexeme, ln(1 + (t.chunks - c.df::float8 + 0.5) / (c.df::float8 + 0.5)) AS idf,
-        t.avgdl
+        t.avgdl, c.df
     FROM counted AS c, totals AS t WHERE c.lexeme <> '' AND c.df > 0
-), scored AS MATERIALIZED (
-    SELECT p.chunk_id, sum(q.idf * p.tf * (%(k1)s + 1)
-        / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.dl / q.avgdl))) AS score
+), ranked AS MATERIALIZED (  -- below: the bounds of this term and all more common ones
+    SELECT lexeme, idf, avgdl, df, idf * (%(k1)s + 1) AS bound,
+        sum(idf * (%(k1)s + 1)) OVER (ORDER BY idf, lexeme ROWS UNBOUNDED PRECEDING) AS below,
+        sum(df) OVER (ORDER BY idf DESC, lexeme DESC ROWS UNBOUNDED PRECEDING) - df
+            < %(seed)s AS rarest
+    FROM terms
+), seed AS MATERIALIZED (
+    SELECT p.chunk_id FROM ranked AS q JOIN {postings} AS p ON p.lexeme = q.lexeme
+    WHERE q.rarest
+    GROUP BY p.chunk_id ORDER BY sum({share}) DESC LIMIT %(depth)s
+), floor AS MATERIALIZED (
+    SELECT min(f.score) AS theta, count(*) AS chunks FROM seed AS s CROSS JOIN LATERAL (
+        SELECT sum({share}) AS score
+        FROM terms AS q JOIN {postings} AS p ON p.lexeme = q.lexeme AND p.chunk_id = s.chunk_id
+    ) AS f
+), split AS MATERIALIZED (
+    SELECT q.lexeme, q.idf, q.avgdl, q.df, q.bound,
+        NOT q.rarest AND q.below * (1 + 1e-9) < f.theta AS rest
+    FROM ranked AS q, floor AS f WHERE f.chunks = %(depth)s
+), plan AS MATERIALIZED (
+    SELECT coalesce(sum(df) FILTER (WHERE NOT rest) * %(ratio)s < sum(df), false) AS pruning,
+        coalesce(sum(bound) FILTER (WHERE rest), 0) * (1 + 1e-9) AS rest,
+        count(*) FILTER (WHERE rest) AS rest_terms,
+        coalesce(sum(df) FILTER (WHERE rest), 0) AS rest_postings
+    FROM split
+), partial AS MATERIALIZED (
+    SELECT p.chunk_id, sum({share}) AS score
+    FROM split AS q JOIN {postings} AS p ON p.lexeme = q.lexeme
+    WHERE NOT q.rest AND (SELECT pruning FROM plan)
+    GROUP BY p.chunk_id
+), candidates AS MATERIALIZED (
+    SELECT s.chunk_id, s.score FROM partial AS s
+    WHERE s.score >= greatest((SELECT theta FROM floor),
+        (SELECT score FROM partial ORDER BY score DESC OFFSET %(depth)s - 1 LIMIT 1))
+        * (1 - 1e-9) - (SELECT rest FROM plan)
+), probing AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM candidates) * rest_terms * %(probe)s < rest_postings AS probe
+    FROM plan
+), probed AS (
+    SELECT s.chunk_id, f.score FROM candidates AS s CROSS JOIN LATERAL (
+        SELECT sum({share}) AS score
+        FROM split AS q JOIN {postings} AS p ON p.lexeme = q.lexeme AND p.chunk_id = s.chunk_id
+        WHERE q.rest
+    ) AS f
+    WHERE (SELECT probe FROM probing)
+), scanned AS (  -- IS TRUE: a hashed filter, never one lookup per posting
+    SELECT p.chunk_id, sum({share}) AS score
+    FROM split AS q JOIN {postings} AS p ON p.lexeme = q.lexeme
+    WHERE q.rest AND NOT (SELECT probe FROM probing)
+        AND (p.chunk_id IN (SELECT chunk_id FROM candidates)) IS TRUE
+    GROUP BY p.chunk_id
+), summed AS MATERIALIZED (
+    SELECT s.chunk_id, s.score + coalesce(r.score, 0) AS score
+    FROM candidates AS s LEFT JOIN (SELECT * FROM probed UNION ALL SELECT * FROM scanned) AS r
+        USING (chunk_id)
+), scored AS (  -- the best again, summed in lexeme order (ties stay ties whatever the plan)
+    (SELECT s.chunk_id, f.score, true AS pruned FROM summed AS s CROSS JOIN LATERAL (
+        SELECT sum({share} ORDER BY q.lexeme) AS score
+        FROM terms AS q JOIN {postings} AS p ON p.lexeme = q.lexeme AND p.chunk_id = s.chunk_id
+    ) AS f
+    WHERE s.score >= (SELECT score FROM summed ORDER BY score DESC OFFSET %(depth)s - 1 LIMIT 1)
+        * (1 - 1e-9)
+    ORDER BY f.score DESC, s.chunk_id
+    LIMIT %(depth)s)
+    UNION ALL
+    (SELECT p.chunk_id, sum({share}) AS score, false
     FROM terms AS q JOIN {postings} AS p ON p.lexeme = q.lexeme
+    WHERE NOT coalesce((SELECT pruning FROM plan), false)
     GROUP BY p.chunk_id
     ORDER BY score DESC, p.chunk_id
-    LIMIT %(depth)s
+    LIMIT %(depth)s)
 )
-SELECT c.chunk_id, s.score, c.content, c.metadata, c.document_id
+SELECT c.chunk_id, s.score, c.content, c.metadata, c.document_id, s.pruned
 FROM scored AS s JOIN {table} AS c ON c.chunk_id = s.chunk_id
 WHERE {condition}
 ORDER BY s.score DESC, c.chunk_id
 LIMIT %(limit)s""").format(
         counted=_COUNTED,
+        share=share,
         table=sql.Identifier(table),
         postings=sql.Identifier(postings_table(table)),
         condition=condition,
