@@ -27,7 +27,7 @@ from embedsearch.embedders.local import LocalEmbedder
 from embedsearch.runtime import open_deps
 from embedsearch.store.embedded import EmbeddedPostgres
 from embedsearch.store.model_migrations import MigrationRecord
-from tests.servers import LiveServer, create_database, live_server, rows
+from tests.servers import LiveServer, create_database, live_server, rows, vector_indexes
 from tests.test_cli import run
 
 NEW_EMBEDDER = "openai:all-MiniLM-L6-v2"
@@ -171,6 +171,12 @@ def test_migration_under_load_switches_with_nothing_lost(
         assert started.status_code == 202, started.text
         assert started.json()["target"] == "papers_v2"
         ready = _wait_for(http, "papers", "ready")
+        # Its HNSW index was built once, after the backfill (not grown row by row).
+        assert [i[1] for i in vector_indexes(service.database_url, "c_papers_v2")] == ["hnsw"]
+        built = (
+            "SELECT index_built_at IS NOT NULL, deferred_index IS NULL FROM embedsearch_collections"
+        )
+        assert rows(service.database_url, built + " WHERE name = 'papers_v2'") == [(True, True)]
         comparison = ready["comparison"]
         assert comparison["queries"] > 0 and comparison["sampled"] is True
         # The same model cut to 256 dimensions: mostly the same neighbours, not all of them.

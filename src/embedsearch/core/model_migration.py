@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from embedsearch.config import Settings
-from embedsearch.core import collections
+from embedsearch.core import collections, indexing
 from embedsearch.core.chunks import content_hash
 from embedsearch.core.constants import DEFAULT_COLLECTION
 from embedsearch.core.deps import Deps
@@ -273,6 +273,7 @@ class MigrationRunner:
                 if await self._backfill(record):
                     await self._apply_changes(record)
                     continue
+                await indexing.finish_deferred(self._deps, record.target)
                 while await self._apply_changes(record):
                     pass
                 comparison = await compare(self._deps, record)
@@ -294,6 +295,8 @@ class MigrationRunner:
         if not chunks:
             return False
         shadow = await collections.resolve(self._deps, record.target)
+        if record.backfill_done == 0:  # its HNSW index is built once, at the end
+            await indexing.defer(self._deps, shadow)
         # Embedded outside the write's transaction: a slow provider holds no lock or
         # connection meanwhile (only this worker writes to the shadow).
         async with self._deps.store.database.reading(primary=True) as conn:
