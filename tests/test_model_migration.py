@@ -349,11 +349,12 @@ def test_a_backfill_stopped_midway_resumes_without_embedding_twice(
             while (await _progress(deps, record.id)).backfill_done < 48:
                 await asyncio.sleep(0.05)
             first.cancel()  # as a killed worker: its batch's transaction never commits
-            await asyncio.gather(first, return_exceptions=True)
+            # It stops (a cancel psycopg turned into a query error is not retried).
+            await asyncio.wait_for(asyncio.gather(first, return_exceptions=True), 30)
             stopped = await _progress(deps, record.id)
             await embed_batch(deps, [ChunkInput("c0", "changed while stopped")], "books")
             runner = MigrationRunner(deps, record.id, options, until_ready=True)
-            return stopped, await runner.run()
+            return stopped, await asyncio.wait_for(runner.run(), 300)
 
     stopped, ready = asyncio.run(scenario())
     assert 48 <= stopped.backfill_done < 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 
 class EmbedsearchError(Exception):
     status = 500
@@ -119,3 +121,12 @@ class Overloaded(EmbedsearchError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def reraise_cancellation() -> None:
+    """In a worker loop that retries errors: psycopg turns a task's cancellation during a query
+    into an error (QueryCanceled, or a lost connection); retrying it would swallow the cancel,
+    and whoever stops the worker would wait for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

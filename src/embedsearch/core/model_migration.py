@@ -29,7 +29,13 @@ from embedsearch.core import collections, indexing
 from embedsearch.core.chunks import content_hash
 from embedsearch.core.constants import DEFAULT_COLLECTION
 from embedsearch.core.deps import Deps
-from embedsearch.core.errors import Conflict, EmbedsearchError, InvalidInput, NotFound
+from embedsearch.core.errors import (
+    Conflict,
+    EmbedsearchError,
+    InvalidInput,
+    NotFound,
+    reraise_cancellation,
+)
 from embedsearch.core.migration_compare import compare, parse_judgments
 from embedsearch.core.validation import check_collection_name, check_embedder_spec
 from embedsearch.store.database import Connection, first_line
@@ -250,9 +256,11 @@ class MigrationRunner:
                 if self._finished(record):
                     return record
             except EmbedsearchError as exc:
+                reraise_cancellation()
                 await self._failed(exc.message, delay)
                 delay = min(delay * 2, self._options.max_backoff_s)
             except (psycopg.Error, OSError) as exc:
+                reraise_cancellation()
                 await self._failed(f"unexpected error: {first_line(exc)}", delay)
                 delay = min(delay * 2, self._options.max_backoff_s)
 
@@ -447,6 +455,7 @@ class MigrationSupervisor:
             try:
                 ids = {m.id for m in await self._deps.store.migrations.working()}
             except EmbedsearchError as exc:
+                reraise_cancellation()
                 log.warning("migrations: cannot list them: %s", exc.message)
                 ids = set()
             for migration_id in ids - set(self._runners):

@@ -31,7 +31,12 @@ from embedsearch.core import documents
 from embedsearch.core.collections import resolve
 from embedsearch.core.deps import Deps
 from embedsearch.core.documents import DocumentInput
-from embedsearch.core.errors import EmbedsearchError, InvalidInput, PayloadTooLarge
+from embedsearch.core.errors import (
+    EmbedsearchError,
+    InvalidInput,
+    PayloadTooLarge,
+    reraise_cancellation,
+)
 from embedsearch.core.sources import capture_of, source_database
 from embedsearch.core.validation import check_document_id, check_text
 from embedsearch.logs import url_redactor
@@ -136,8 +141,10 @@ class SourceSync:
                         continue
                 await asyncio.sleep(self._options.discover_s)  # another process has it
             except EmbedsearchError as exc:
+                reraise_cancellation()
                 await self._failed(exc.message)
             except (psycopg.Error, OSError) as exc:  # e.g. the queue dropped by hand
+                reraise_cancellation()
                 await self._failed(f"unexpected error: {self._redact(first_line(exc))}")
 
     async def _failed(self, message: str) -> None:
@@ -269,6 +276,7 @@ class SourceSupervisor:
             try:
                 names = set(await self._deps.store.sources.names())
             except EmbedsearchError as exc:
+                reraise_cancellation()
                 log.warning("sources: cannot list them: %s", exc.message)
                 names = set(self._syncs)
             if self._only:
