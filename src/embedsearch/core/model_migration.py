@@ -45,7 +45,7 @@ from embedsearch.store.model_migrations import (
     ShadowWrite,
     StoredChunk,
 )
-from embedsearch.store.records import ChunkRows
+from embedsearch.store.records import ChunkRows, CollectionRecord
 
 log = logging.getLogger(__name__)
 
@@ -364,20 +364,26 @@ class MigrationRunner:
         """Embed what the shadow does not hold yet; only relabel the rest."""
         chunks = [c for c in chunks if c.content]
         have = await self._store.hashes(conn, shadow.record.table, [c.chunk_id for c in chunks])
-        fresh = [c for c in chunks if have.get(c.chunk_id) != _hash(c)]
-        relabeled = [c for c in chunks if have.get(c.chunk_id) == _hash(c)]
+        fresh: list[tuple[StoredChunk, str]] = []
+        relabeled: list[StoredChunk] = []
+        for chunk in chunks:
+            digest = _hash(chunk)
+            if have.get(chunk.chunk_id) == digest:
+                relabeled.append(chunk)
+            else:
+                fresh.append((chunk, digest))
         rows = None
         if fresh:
-            texts = [str(c.content) for c in fresh]
+            texts = [str(c.content) for c, _ in fresh]
             vectors = (await shadow.embed(texts)).vectors
             rows = ChunkRows(
-                [c.chunk_id for c in fresh],
+                [c.chunk_id for c, _ in fresh],
                 vectors,
                 shadow.record.model,
                 texts,
-                [_hash(c) for c in fresh],
-                [c.metadata for c in fresh],
-                [c.document_id for c in fresh],
+                [digest for _, digest in fresh],
+                [c.metadata for c, _ in fresh],
+                [c.document_id for c, _ in fresh],
             )
         return ShadowWrite(rows, relabeled, cursor=cursor)
 
@@ -418,7 +424,7 @@ class MigrationRunner:
     async def _pending(self, record: MigrationRecord) -> int:
         return (await _reread(self._deps, record.id)).pending
 
-    async def _collection(self, name: str) -> Any:
+    async def _collection(self, name: str) -> CollectionRecord:
         record = await self._deps.store.registry.get(name)
         if record is None:
             raise NotFound(f"collection {name!r} does not exist", field="collection")

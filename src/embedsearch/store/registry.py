@@ -59,21 +59,6 @@ class Registry:
                 raise Conflict(f"collection {name!r} already exists", field="name")
             return await self.create_in(conn, name, model, dimensions, embedder, options)
 
-    async def create_in(
-        self,
-        conn: Connection,
-        name: str,
-        model: str,
-        dimensions: int,
-        embedder: str | None,
-        options: CollectionOptions,
-    ) -> CollectionRecord:
-        """Create inside the caller's transaction, which holds the migration lock."""
-        target = await alias_target(conn, name)
-        if target is not None:
-            raise Conflict(f"{name!r} is an alias of collection {target!r}", field="name")
-        return await self._create(conn, name, model, dimensions, embedder, options)
-
     async def ensure_default(
         self, *, model: str, dimensions: int, embedder: str | None
     ) -> CollectionRecord:
@@ -84,7 +69,7 @@ class Registry:
             existing = await _get(conn, DEFAULT_COLLECTION)
             if existing is None:
                 await _check_unregistered_table(conn, DEFAULT_TABLE, model, dimensions)
-                return await self._create(
+                return await self.create_in(
                     conn, DEFAULT_COLLECTION, model, dimensions, embedder, CollectionOptions()
                 )
             _check_same_model(existing, model, dimensions)
@@ -138,7 +123,7 @@ class Registry:
         if not record.layout.distributed:
             await conn.execute(bm25_sql.create_triggers(record.table, new_name, record.text_config))
 
-    async def _create(
+    async def create_in(
         self,
         conn: Connection,
         name: str,
@@ -147,6 +132,10 @@ class Registry:
         embedder: str | None,
         options: CollectionOptions,
     ) -> CollectionRecord:
+        """Create inside the caller's transaction, which holds the migration lock."""
+        target = await alias_target(conn, name)
+        if target is not None:
+            raise Conflict(f"{name!r} is an alias of collection {target!r}", field="name")
         table = new_table_name(name)
         layout = TableLayout(
             table, options.storage, options.normalized, options.distance, shards=options.shards

@@ -193,12 +193,11 @@ ALIVE = sql.SQL("SELECT 1")
 
 # The old collection is locked against writes while the switch drains what is left (reads go
 # on); the documents registry too, whose rows the switch copies.
-LOCK_FOR_SWITCH = "LOCK TABLE {table} IN EXCLUSIVE MODE"
 LOCK_DOCUMENTS = sql.SQL("LOCK TABLE embedsearch_documents IN SHARE ROW EXCLUSIVE MODE")
 
 
 def lock_for_switch(table: str) -> sql.Composed:
-    return sql.SQL(LOCK_FOR_SWITCH).format(table=sql.Identifier(table))
+    return sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table))
 
 
 CLEAR_DOCUMENTS = sql.SQL("DELETE FROM embedsearch_documents WHERE collection = %(target)s")
@@ -209,19 +208,19 @@ SELECT %(target)s, document_id, content_hash, metadata, chunk_count, created_at,
 FROM embedsearch_documents WHERE collection = %(source)s""")
 
 
+# A chunk as a migration copies it (store.model_migrations.StoredChunk).
+_STORED_CHUNK = "SELECT chunk_id, content, content_hash, metadata, document_id FROM {}"
+
+
 def read_rows(table: str) -> sql.Composed:
-    """Chunks by id, as a migration copies them (text, metadata, document, content hash)."""
-    return sql.SQL(
-        "SELECT chunk_id, content, content_hash, metadata, document_id FROM {}"
-        " WHERE chunk_id = ANY(%s)"
-    ).format(sql.Identifier(table))
+    """Chunks by id."""
+    return sql.SQL(_STORED_CHUNK + " WHERE chunk_id = ANY(%s)").format(sql.Identifier(table))
 
 
 def backfill_batch(table: str) -> sql.Composed:
-    return sql.SQL(
-        "SELECT chunk_id, content, content_hash, metadata, document_id FROM {}"
-        " WHERE chunk_id > %s ORDER BY chunk_id LIMIT %s"
-    ).format(sql.Identifier(table))
+    return sql.SQL(_STORED_CHUNK + " WHERE chunk_id > %s ORDER BY chunk_id LIMIT %s").format(
+        sql.Identifier(table)
+    )
 
 
 def hashes(table: str) -> sql.Composed:
